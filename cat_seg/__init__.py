@@ -1,0 +1,7 @@
+"""AHS-Seg: open-vocabulary semantic segmentation on detectron2.
+
+Importing the package registers everything with detectron2, as its projects do:
+the ``AHSSeg`` meta-architecture, the ``CATSegHead``, the benchmark and synthetic datasets.
+"""
+from .config import add_ahs_config
+from .config_checks import check_config

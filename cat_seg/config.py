@@ -1,0 +1,131 @@
+"""Every AHS-Seg config key, its default and its meaning.
+
+``add_ahs_config(cfg)`` extends detectron2's default config (``detectron2.config.get_cfg()``).
+YAML files under ``configs/`` inherit from each other with ``_BASE_``. Keys that a module needs
+but that can be derived from another part of the model (e.g. the CLIP width) are not keys: they are
+read off the built model, so they can never disagree with it.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_ahs_config(cfg: CN) -> None:
+    """Add AHS-Seg's keys (CAT-Seg head, H-CLIP backbone, HPA/SDR/AFR, data, test protocol)."""
+    # ------------------------------------------------------------------ data / input
+    # Photometric distortion of SSD (brightness, contrast, saturation, hue) during training.
+    cfg.INPUT.COLOR_AUG_SSD = True
+    # Random crop retries until no single category covers more than this fraction of the crop.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # Pad training images (and labels, with the ignore value) to a multiple of this; -1: off.
+    cfg.INPUT.SIZE_DIVISIBILITY = -1
+    # Channel order of the mapper's images; CLIP needs "RGB" (the only accepted value;
+    # detectron2's default is "BGR").
+    cfg.INPUT.FORMAT = "RGB"
+    # Test-time shortest edge and longest-edge cap (the benchmarks' protocol: 640, 2560).
+    cfg.INPUT.MIN_SIZE_TEST = 640
+    cfg.INPUT.MAX_SIZE_TEST = 2560
+
+    # ------------------------------------------------------------------ solver
+    # "ADAMW" or "SGD".
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    # Learning-rate factor of the CLIP parameters that train (adapters, or q/v projections).
+    cfg.SOLVER.CLIP_MULTIPLIER = 0.01
+    # Weight decay of positional / class / padding embeddings (norms and biases always get 0).
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    # Gradient clipping over the whole model at once ("full_model"), besides detectron2's
+    # per-parameter "value" / "norm" types.
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    # Autocast precision when SOLVER.AMP.ENABLED: "bfloat16" (CPU or GPU) or "float16" (GPU,
+    # with a gradient scaler).
+    cfg.SOLVER.AMP.PRECISION = "bfloat16"
+    # "auto": CUDA when a GPU is visible, else CPU. Any torch device string also works.
+    cfg.MODEL.DEVICE = "auto"
+
+    # ------------------------------------------------------------------ model: CLIP backbone
+    cfg.MODEL.META_ARCHITECTURE = "AHSSeg"
+    # CLIP architecture: CAT-Seg's names ("ViT-B/16", "ViT-L/14@336px") or open_clip names.
+    cfg.MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED = "ViT-B/16"
+    # CLIP weights: an open_clip pretrained tag ("openai"), a local checkpoint file, or "random".
+    cfg.MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS = "openai"
+    # Input resolution of the CLIP image encoder (positional embeddings interpolated to it).
+    cfg.MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION = 384
+    # Vision blocks whose tokens guide the decoder (3, 7 for ViT-B; 7, 15 for ViT-L).
+    cfg.MODEL.SEM_SEG_HEAD.CLIP_GUIDANCE_LAYERS = [3, 7]
+    # What of CLIP trains: "oft_both" (H-CLIP adapters), "attention" (CAT-Seg q/v), "frozen".
+    cfg.MODEL.SEM_SEG_HEAD.CLIP_FINETUNE = "oft_both"
+    # Block size of the block-diagonal orthogonal adapters (must divide every adapted width).
+    cfg.MODEL.SEM_SEG_HEAD.OFT_BLOCK_SIZE = 128
+    # Cayley-parametrise the vision adapters too (H-CLIP: text only; vision blocks unconstrained).
+    cfg.MODEL.SEM_SEG_HEAD.OFT_VISION_CAYLEY = False
+    # Prompt templates: "single" ("A photo of a {} in the scene") or "imagenet" (80 templates).
+    cfg.MODEL.SEM_SEG_HEAD.PROMPT_ENSEMBLE_TYPE = "single"
+
+    # ------------------------------------------------------------------ model: CAT-Seg head
+    # Registered name of the segmentation head (built with the CLIP backbone's dimensions).
+    cfg.MODEL.SEM_SEG_HEAD.NAME = "CATSegHead"
+    # Label of unlabelled pixels (target 0 for every class in the loss, as in CAT-Seg).
+    cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255
+    # Images of a batch are zero-padded (after CLIP normalisation) to a common size that is a
+    # multiple of this, then resized to CLIP_RESOLUTION (CAT-Seg: 32).
+    cfg.MODEL.SEM_SEG_HEAD.SIZE_DIVISIBILITY = 32
+    # Projections of text / appearance guidance in the aggregator.
+    cfg.MODEL.SEM_SEG_HEAD.TEXT_GUIDANCE_PROJ_DIM = 128
+    cfg.MODEL.SEM_SEG_HEAD.APPEARANCE_GUIDANCE_PROJ_DIM = 128
+    # Decoder: channel widths of the two upsampling stages, of the upsampled CLIP guidance,
+    # and of its projections.
+    cfg.MODEL.SEM_SEG_HEAD.DECODER_DIMS = [64, 32]
+    cfg.MODEL.SEM_SEG_HEAD.DECODER_GUIDANCE_DIMS = [256, 128]
+    cfg.MODEL.SEM_SEG_HEAD.DECODER_GUIDANCE_PROJ_DIMS = [32, 16]
+    # Aggregator: number of (spatial + class) aggregation layers, heads, hidden width.
+    cfg.MODEL.SEM_SEG_HEAD.NUM_LAYERS = 2
+    cfg.MODEL.SEM_SEG_HEAD.NUM_HEADS = 4
+    cfg.MODEL.SEM_SEG_HEAD.HIDDEN_DIMS = 128
+    # Average pooling of the guidance before class aggregation (train [2, 2], test [1, 1]).
+    cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES = [2, 2]
+    # Swin window size of the spatial aggregation (shift = half of it).
+    cfg.MODEL.SEM_SEG_HEAD.WINDOW_SIZES = 12
+    # Classes are padded to this many with learned tokens; with more, each image keeps its
+    # top-k classes by CLIP similarity and the rest get logit -100.
+    cfg.MODEL.SEM_SEG_HEAD.CLASS_PAD_LEN = 256
+
+    # ------------------------------------------------------------------ test protocol
+    # Sliding-window inference: the image is resized to OUT_RES, cut in crops of
+    # SLIDING_WINDOW_CROP pixels with this overlap, and a global view is averaged in.
+    cfg.TEST.SLIDING_WINDOW = False
+    cfg.TEST.SLIDING_WINDOW_OVERLAP = 0.333
+    cfg.TEST.SLIDING_WINDOW_OUT_RES = [640, 640]
+    # Side in pixels of the sliding-window crops (each crop is then resized to CLIP_RESOLUTION;
+    # CAT-Seg uses 384 for ViT-B/16 and ViT-L/14@336px alike).
+    cfg.TEST.SLIDING_WINDOW_CROP = 384
+    # Benchmarks (short names) that eval_ahs.sh / tools/eval_benchmarks.py evaluate by default.
+    cfg.TEST.BENCHMARKS = ["A-847", "PC-459", "A-150", "PC-59", "PAS-20", "PAS-20b"]
+
+    # ------------------------------------------------------------------ model: AHS modules (HPA, SDR, AFR)
+    # HPA: cross-entropy of the patch embeddings against momentum class prototypes (training only).
+    cfg.MODEL.SEM_SEG_HEAD.USE_PROTOTYPE_ALIGNMENT = False
+    # λ_p, weight of loss_proto.
+    cfg.MODEL.SEM_SEG_HEAD.PROTOTYPE_LOSS_WEIGHT = 0.1
+    # m of the prototype update P_c ← normalise(m·P_c + (1 − m)·normalise(batch mean of class c)).
+    cfg.MODEL.SEM_SEG_HEAD.PROTOTYPE_MOMENTUM = 0.99
+    # Initial value of the per-class learnable temperatures τ_c.
+    cfg.MODEL.SEM_SEG_HEAD.PROTOTYPE_TEMPERATURE_INIT = 0.07
+    # Lower bound of τ_c (sigmoid-bounded in log space; needs MIN < INIT < MAX).
+    cfg.MODEL.SEM_SEG_HEAD.PROTOTYPE_TEMPERATURE_MIN = 0.01
+    # Upper bound of τ_c.
+    cfg.MODEL.SEM_SEG_HEAD.PROTOTYPE_TEMPERATURE_MAX = 1.0
+    # A CLIP patch is labelled (HPA and AFR) with its majority class only if that class covers at
+    # least this fraction of the patch's labelled pixels, in (0.5, 1]; other patches are ignored.
+    cfg.MODEL.SEM_SEG_HEAD.PATCH_LABEL_PURITY = 0.75
+    # SDR: geodesic distillation from the same CLIP with adapters bypassed (training only).
+    cfg.MODEL.SEM_SEG_HEAD.USE_SELF_DISTILLATION = False
+    # w_init, weight of loss_distill at iteration 0 (cosine schedule down to the final weight).
+    cfg.MODEL.SEM_SEG_HEAD.DISTILL_LOSS_WEIGHT = 0.1
+    # w_final, weight of loss_distill at SOLVER.MAX_ITER.
+    cfg.MODEL.SEM_SEG_HEAD.DISTILL_LOSS_WEIGHT_FINAL = 0.01
+    # Also distil the text embeddings (teacher text cached per vocabulary), not only the dense ones.
+    cfg.MODEL.SEM_SEG_HEAD.DISTILL_TEXT = True
+    # AFR: gated, certainty-weighted residual on the dense embeddings (training and inference).
+    cfg.MODEL.SEM_SEG_HEAD.USE_FEATURE_RECTIFICATION = False
+    # λ_r, weight of loss_rectify (certainty vs "pre-rectification prediction was right").
+    cfg.MODEL.SEM_SEG_HEAD.RECTIFY_LOSS_WEIGHT = 0.05
+    # Hidden width of AFR's channel-attention and certainty heads (32: 49,861 parameters at D=512).
+    cfg.MODEL.SEM_SEG_HEAD.RECTIFY_HIDDEN_DIM = 32

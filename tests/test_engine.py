@@ -1,0 +1,76 @@
+"""Training machinery: gradient clipping, atomic checkpoints, AMP step, config validation."""
+import os
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from torch import nn
+
+from cat_seg import add_ahs_config, check_config
+from cat_seg.engine.checkpointer import AtomicCheckpointer
+from cat_seg.engine.optimizer import with_full_model_gradient_clipping
+
+
+def test_full_model_gradient_clipping_scales_the_global_norm():
+    torch.manual_seed(0)
+    a, b = nn.Parameter(torch.randn(10)), nn.Parameter(torch.randn(3, 3))
+    a.grad, b.grad = torch.full((10,), 3.0), torch.full((3, 3), 4.0)
+    norm = torch.sqrt(a.grad.square().sum() + b.grad.square().sum())
+    expected_a = a.detach() - 0.5 * (a.grad * 0.01 / norm)  # SGD lr 0.5 on clipped grads
+    optimizer = with_full_model_gradient_clipping(torch.optim.SGD, 0.01)([a, b], lr=0.5)
+    optimizer.step()
+    torch.testing.assert_close(a.detach(), expected_a)
+    clipped = torch.sqrt(a.grad.square().sum() + b.grad.square().sum())
+    assert abs(clipped.item() - 0.01) < 1e-6
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    model = nn.Linear(4, 4)
+    ckpt = AtomicCheckpointer(model, save_dir=str(tmp_path))
+    ckpt.save("model_0000009")
+    good = (tmp_path / "model_0000009.pth").read_bytes()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+
+    # A crash in the middle of writing (what a SIGKILL does) must leave the old files intact.
+    def crash(obj, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save("model_0000009")
+    assert (tmp_path / "model_0000009.pth").read_bytes() == good
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]
+
+
+def _cfg():
+    cfg = get_cfg()
+    add_ahs_config(cfg)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.DATASETS.TRAIN = ("synthetic_seen_train",)
+    return cfg
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("MODEL.SEM_SEG_HEAD.CLIP_FINETUNE", "lora", "CLIP_FINETUNE"),
+    ("SOLVER.BASE_LR", -1.0, "negative"),
+    ("MODEL.SEM_SEG_HEAD.NUM_LAYERS", 0, "positive integer"),
+    ("TEST.SLIDING_WINDOW_OVERLAP", 1.0, "OVERLAP"),
+    ("SOLVER.AMP.PRECISION", "int8", "PRECISION"),
+])
+def test_check_config_rejects_bad_values(key, value, message):
+    cfg = _cfg()
+    cfg.merge_from_list([key, value])
+    with pytest.raises(ValueError, match=message):
+        check_config(cfg)
+
+
+def test_check_config_accepts_defaults():
+    check_config(_cfg())
+
+
+def test_unknown_config_key_is_rejected():
+    # yacs names the key (AssertionError from --opts, KeyError from a YAML file).
+    with pytest.raises((KeyError, AssertionError), match="Non-existent key.*NOT_A_KEY"):
+        _cfg().merge_from_list(["MODEL.SEM_SEG_HEAD.NOT_A_KEY", 1])
