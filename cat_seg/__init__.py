@@ -3,5 +3,9 @@
 Importing the package registers everything with detectron2, as its projects do:
 the ``AHSSeg`` meta-architecture, the ``CATSegHead``, the benchmark and synthetic datasets.
 """
+from . import data, evaluation  # noqa: F401  (dataset registration)
+from .ahs_seg_model import AHSSeg
 from .config import add_ahs_config
 from .config_checks import check_config
+
+__all__ = ["AHSSeg", "add_ahs_config", "check_config"]

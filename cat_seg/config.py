@@ -42,19 +42,22 @@ def add_ahs_config(cfg: CN) -> None:
 
     # ------------------------------------------------------------------ model: CLIP backbone
     cfg.MODEL.META_ARCHITECTURE = "AHSSeg"
-    # CLIP architecture: CAT-Seg's names ("ViT-B/16", "ViT-L/14@336px") or open_clip names.
+    # CLIP architecture: CAT-Seg's names ("ViT-B/16", "ViT-L/14@336px"), plain-ViT open_clip names
+    # ("ViT-B-16", ...) or "AHS-Tiny/16" (tiny, for tests and the CPU quick start).
     cfg.MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED = "ViT-B/16"
-    # CLIP weights: an open_clip pretrained tag ("openai"), a local checkpoint file, or "random".
+    # CLIP weights: an open_clip pretrained tag ("openai", needs network or open_clip's cache), a
+    # local checkpoint file (OpenAI's .pt archive, open_clip .bin/.pt/.safetensors), or "random".
     cfg.MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS = "openai"
-    # Input resolution of the CLIP image encoder (positional embeddings interpolated to it).
+    # Input side of the CLIP image encoder (positional embeddings resized bicubically to its grid;
+    # CAT-Seg: 384 for ViT-B/16, 336 for ViT-L/14@336px).
     cfg.MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION = 384
     # Vision blocks whose tokens guide the decoder (3, 7 for ViT-B; 7, 15 for ViT-L).
     cfg.MODEL.SEM_SEG_HEAD.CLIP_GUIDANCE_LAYERS = [3, 7]
     # What of CLIP trains: "oft_both" (H-CLIP adapters), "attention" (CAT-Seg q/v), "frozen".
     cfg.MODEL.SEM_SEG_HEAD.CLIP_FINETUNE = "oft_both"
-    # Block size of the block-diagonal orthogonal adapters (must divide every adapted width).
+    # Block size of the block-diagonal OFT adapters ("oft_both"; must divide both encoder widths).
     cfg.MODEL.SEM_SEG_HEAD.OFT_BLOCK_SIZE = 128
-    # Cayley-parametrise the vision adapters too (H-CLIP: text only; vision blocks unconstrained).
+    # Cayley-parametrise the vision adapters too ("oft_both"; H-CLIP: text only, vision free).
     cfg.MODEL.SEM_SEG_HEAD.OFT_VISION_CAYLEY = False
     # Prompt templates: "single" ("A photo of a {} in the scene") or "imagenet" (80 templates).
     cfg.MODEL.SEM_SEG_HEAD.PROMPT_ENSEMBLE_TYPE = "single"

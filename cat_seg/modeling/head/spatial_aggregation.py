@@ -1,0 +1,195 @@
+"""Spatial aggregation: Swin blocks over each class's cost map, guided by the image's appearance.
+
+Every class slice of the embedded cost volume is an image of ``C`` channels on the CLIP patch
+grid. Two Swin blocks (regular windows, then windows shifted by half a window) refine it; the
+queries and keys also see the projected CLIP image embeddings ("appearance guidance"), so that
+patches that look alike exchange matching evidence, while the values carry cost features only.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .feed_forward import FeedForward
+
+# Additive attention bias between tokens of a shifted window that were not neighbours in the
+# image (CAT-Seg / Swin use -100, not -inf; kept for identical outputs).
+_MASKED_BIAS = -100.0
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(N, H, W, C) -> (N·nW, window², C), windows in row-major order within each image."""
+    N, H, W, C = x.shape
+    x = x.view(N, H // window, window, W // window, window, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, C)
+
+
+def window_merge(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (N·nW, window², C) -> (N, H, W, C)."""
+    C = windows.shape[-1]
+    x = windows.view(-1, height // window, width // window, window, window, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, C)
+
+
+def shifted_window_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """Attention bias (nW, window², window²) of the cyclically shifted windows.
+
+    After rolling the grid by ``-shift``, a window at the border holds patches from up to four
+    image regions; tokens of different regions must not attend to each other: bias 0 within a
+    region, ``-100`` across.
+    """
+    region = torch.zeros(1, height, width, 1)
+    bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    label = 0
+    for rows in bands:
+        for cols in bands:
+            region[:, rows, cols, :] = label
+            label += 1
+    region = window_partition(region, window).squeeze(-1)  # (nW, window²)
+    different = region[:, None, :] != region[:, :, None]
+    return torch.zeros(different.shape).masked_fill(different, _MASKED_BIAS)
+
+
+class GuidedWindowAttention(nn.Module):
+    """Multi-head self-attention inside windows, with guidance in the queries and keys.
+
+    With cost features ``c`` and appearance guidance ``g`` of a token:
+    ``q = W_q [c ‖ g]``, ``k = W_k [c ‖ g]``, ``v = W_v c``,
+    ``out = W_o softmax(q kᵀ / sqrt(d_head) + bias) v``.
+
+    ``W_q [c ‖ g] = W_q^c c + W_q^g g``: the guidance is the same for the T class maps of an
+    image, so its share is computed once per image and broadcast, never concatenated T times.
+    """
+
+    def __init__(self, dim: int, guidance_dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"HIDDEN_DIMS={dim} is not divisible by NUM_HEADS={num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim + guidance_dim, dim)
+        self.k = nn.Linear(dim + guidance_dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def project(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """Per-token q, k, v.
+
+        Args:
+            x: (B, T, L, dim) normalised cost features of the T class maps of B images.
+            guidance: (B, L, guidance_dim) normalised appearance guidance.
+
+        Returns:
+            (B, T, L, 3·dim): [q ‖ k ‖ v].
+        """
+        c = self.dim
+        qkv = F.linear(x, torch.cat([self.q.weight[:, :c], self.k.weight[:, :c], self.v.weight]),
+                       torch.cat([self.q.bias, self.k.bias, self.v.bias]))
+        shared = F.linear(guidance, torch.cat([self.q.weight[:, c:], self.k.weight[:, c:]]))
+        qkv[..., :2 * c] += shared.unsqueeze(1)
+        return qkv
+
+    def forward(self, qkv: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Args:
+            qkv: (N·nW, L, 3·dim) projected tokens of the windows of N maps, L = window².
+            bias: (nW, L, L) additive attention bias, or None.
+
+        Returns:
+            (N·nW, L, dim).
+        """
+        windows, L, _ = qkv.shape
+        q, k, v = (t.reshape(windows, L, self.num_heads, -1).transpose(1, 2)
+                   for t in qkv.chunk(3, dim=-1))
+        if bias is not None:
+            # (N, nW, heads, L, d) against a bias (nW, 1, L, L) shared by the N maps.
+            num_windows = bias.shape[0]
+            q, k, v = (t.view(-1, num_windows, *t.shape[1:]) for t in (q, k, v))
+            bias = bias[:, None].to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.reshape(windows, self.num_heads, L, -1).transpose(1, 2).flatten(2))
+
+
+class GuidedSwinBlock(nn.Module):
+    """Pre-norm Swin block: ``x += WindowAttn(LN(x), g)``, ``x += MLP(LN(x))``.
+
+    Queries and keys see the guidance of the same patch; the windows are shifted (cyclic roll by
+    ``-shift``) for the attention and rolled back after it.
+    """
+
+    def __init__(self, dim: int, guidance_dim: int, grid_size: Tuple[int, int], num_heads: int,
+                 window: int, shift: int):
+        super().__init__()
+        self.grid_size = tuple(grid_size)
+        self.window = window
+        self.shift = shift
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = GuidedWindowAttention(dim, guidance_dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, ratio=4, act_layer=nn.GELU)
+        mask = shifted_window_mask(*self.grid_size, window, shift) if shift > 0 else None
+        # Derived from the grid; not a learned quantity, so not part of checkpoints.
+        self.register_buffer("attn_bias", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: (B, T, h·w, C) cost features of the T class maps of B images.
+            guidance: (B, h·w, G) normalised appearance guidance.
+
+        Returns:
+            (B, T, h·w, C).
+        """
+        H, W = self.grid_size
+        B, T, L, C = x.shape
+        qkv = self.attn.project(self.norm1(x), guidance).view(B * T, H, W, 3 * C)
+        if self.shift:
+            qkv = torch.roll(qkv, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        y = self.attn(window_partition(qkv, self.window), self.attn_bias)
+        y = window_merge(y, self.window, H, W)
+        if self.shift:
+            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
+        x = x + y.reshape(B, T, L, C)
+        return x + self.mlp(self.norm2(x))
+
+
+class SpatialAggregation(nn.Module):
+    """Two guided Swin blocks (shift 0, then shift window/2) applied to every class's cost map.
+
+    When the grid is not larger than the window (tiny models), one window covers the grid and
+    nothing is shifted, as in CAT-Seg.
+    """
+
+    def __init__(self, dim: int, guidance_dim: int, grid_size: Tuple[int, int], num_heads: int,
+                 window_size: int):
+        super().__init__()
+        H, W = grid_size
+        window, shift = window_size, window_size // 2
+        if min(H, W) <= window:
+            window, shift = min(H, W), 0
+        if H % window or W % window:
+            raise ValueError(
+                f"the CLIP patch grid {H}x{W} is not divisible by the Swin window {window}; set "
+                "MODEL.SEM_SEG_HEAD.WINDOW_SIZES to a divisor of the grid (12 for a 24x24 grid)")
+        self.blocks = nn.ModuleList([
+            GuidedSwinBlock(dim, guidance_dim, grid_size, num_heads, window, shift=0),
+            GuidedSwinBlock(dim, guidance_dim, grid_size, num_heads, window, shift=shift),
+        ])
+        self.guidance_norm = nn.LayerNorm(guidance_dim)
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: (B, T, C, h, w) embedded cost volume.
+            guidance: (B, G, h, w) projected appearance guidance.
+
+        Returns:
+            (B, T, C, h, w).
+        """
+        B, T, C, H, W = x.shape
+        tokens = x.permute(0, 1, 3, 4, 2).reshape(B, T, H * W, C)
+        g = self.guidance_norm(guidance.flatten(2).transpose(1, 2))  # (B, h·w, G)
+        for block in self.blocks:
+            tokens = block(tokens, g)
+        return tokens.view(B, T, H, W, C).permute(0, 1, 4, 2, 3)

@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Evaluate one model on several benchmarks with the test protocol and write a results table.
+
+    python tools/eval_benchmarks.py --config-file CFG --weights W --output OUT \
+        [--benchmarks A-847,PC-459,...] [--skip-missing] [--vis N] [--num-gpus N] [KEY VALUE ...]
+
+Writes OUT/results.json (every metric of every benchmark), OUT/results.md (mIoU per benchmark
+plus their mean), OUT/sem_seg_per_class_<dataset>.csv and, with --vis N, N pictures per benchmark
+under OUT/vis/ (image | ground truth | prediction, with a class legend).
+The benchmarks default to the config's TEST.BENCHMARKS. All of them are checked before the model
+runs: a missing one is reported with its reason and the run stops unless --skip-missing.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.engine import launch  # noqa: E402
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, inference_on_dataset  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+
+from cat_seg.data import BENCHMARKS  # noqa: E402
+from cat_seg.data.label_io import read_image_rgb, read_label  # noqa: E402
+from cat_seg.engine import AtomicCheckpointer  # noqa: E402
+from cat_seg.utils.visualization import comparison_panel  # noqa: E402
+from train_net import Trainer, setup  # noqa: E402
+
+# The references' test protocol: sliding window, no pooling before class aggregation.
+TEST_PROTOCOL = ["TEST.SLIDING_WINDOW", "True", "MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1, 1]"]
+
+
+class VisualizationWriter(DatasetEvaluator):
+    """Saves the first ``count`` predictions of a dataset as comparison pictures (main process)."""
+
+    def __init__(self, dataset_name: str, output_dir: str, count: int):
+        self.meta = MetadataCatalog.get(dataset_name)
+        self.output_dir, self.count, self.written = output_dir, count, 0
+
+    def reset(self):
+        self.written = 0
+
+    def process(self, inputs, outputs):
+        if not comm.is_main_process():
+            return
+        for inp, out in zip(inputs, outputs):
+            if self.written >= self.count:
+                return
+            prediction = out["sem_seg"].argmax(dim=0).cpu().numpy()
+            image = read_image_rgb(inp["file_name"])
+            gt = read_label(inp["sem_seg_file_name"]) if "sem_seg_file_name" in inp else None
+            panel = comparison_panel(image, prediction, self.meta.stuff_classes, gt,
+                                     ignore_label=self.meta.ignore_label)
+            os.makedirs(self.output_dir, exist_ok=True)
+            stem = os.path.splitext(os.path.basename(inp["file_name"]))[0]
+            panel.save(os.path.join(self.output_dir, f"{stem}.png"))
+            self.written += 1
+
+    def evaluate(self):
+        return {}
+
+
+def check_benchmarks(names):
+    """Split benchmark short names into (available {name: dataset}, missing {name: reason})."""
+    available, missing = {}, {}
+    for name in names:
+        if name not in BENCHMARKS:
+            missing[name] = f"unknown benchmark; known: {', '.join(BENCHMARKS)}"
+            continue
+        try:
+            DatasetCatalog.get(BENCHMARKS[name])
+            available[name] = BENCHMARKS[name]
+        except (FileNotFoundError, ValueError, OSError) as e:
+            missing[name] = str(e)
+    return available, missing
+
+
+def write_reports(results, output_dir):
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    names = list(results)
+    lines = ["| metric | " + " | ".join(names + ["mean"]) + " |", "|---|" + "---|" * (len(names) + 1)]
+    # mIoU: detectron2 0.6's formula (the published numbers); mIoU_gt: mean over GT classes.
+    for metric in ("mIoU", "mIoU_gt"):
+        values = [results[n]["sem_seg"][metric] for n in names]
+        lines.append(f"| {metric} | " + " | ".join(f"{v:.1f}" for v in values + [float(np.mean(values))]) + " |")
+    with open(os.path.join(output_dir, "results.md"), "w") as f:
+        f.write("Results (%), test protocol: sliding window, pooling [1, 1]. mIoU: detectron2 0.6's "
+                "formula (as published); mIoU_gt: mean over the classes present in the ground truth.\n\n"
+                + "\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def main(args):
+    cfg = setup(argparse.Namespace(config_file=args.config_file, opts=TEST_PROTOCOL + args.opts
+                                   + ["MODEL.WEIGHTS", args.weights, "OUTPUT_DIR", args.output],
+                                   eval_only=True, resume=False))
+    names = args.benchmarks.split(",") if args.benchmarks else list(cfg.TEST.BENCHMARKS)
+    available, missing = check_benchmarks(names)
+    for name, reason in missing.items():
+        print(f"[eval] MISSING {name}: {reason}", file=sys.stderr)
+    if missing and not args.skip_missing:
+        raise SystemExit(f"[eval] {len(missing)} benchmark(s) missing (see above); prepare them "
+                         "or pass --skip-missing (SKIP_MISSING=1 for eval_ahs.sh)")
+    if not available:
+        raise SystemExit("[eval] no benchmark to evaluate")
+
+    model = Trainer.build_model(cfg)
+    AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
+    model.eval()
+    results = {}
+    for name, dataset in available.items():
+        # The evaluator writes the per-class CSV (IoU, accuracy, pixel counts) into the folder.
+        evaluators = [Trainer.build_evaluator(cfg, dataset, output_folder=args.output)]
+        if args.vis:
+            evaluators.append(VisualizationWriter(dataset, os.path.join(args.output, "vis", name),
+                                                  args.vis))
+        loader = Trainer.build_test_loader(cfg, dataset)
+        results[name] = inference_on_dataset(model, loader, DatasetEvaluators(evaluators))
+    if comm.is_main_process():
+        table = write_reports(results, args.output)
+        print(table)
+        if missing:
+            print(f"[eval] skipped (missing): {', '.join(missing)}")
+    return results
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--weights", required=True, help="checkpoint (.pth) to evaluate")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--benchmarks", default="", help="comma-separated short names")
+    parser.add_argument("--skip-missing", action="store_true")
+    parser.add_argument("--vis", type=int, default=0, help="pictures per benchmark")
+    parser.add_argument("--num-gpus", type=int, default=1)
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0)
+    parser.add_argument("--dist-url", default="auto")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    if not os.path.isfile(args.weights):
+        raise SystemExit(f"[eval] weights file {args.weights} does not exist; train first "
+                         "(run_ahs.sh) or pass the path of a checkpoint")
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""AHS-Seg training and evaluation entry point.
+
+    python train_net.py --config-file configs/vitb_384_ahs.yaml --num-gpus 4
+    python train_net.py --config-file CFG --eval-only MODEL.WEIGHTS out/model_final.pth
+    python train_net.py --config-file CFG --resume            # continue from last_checkpoint
+
+Multi-node: ``--num-machines N --machine-rank R --dist-url tcp://HOST:PORT`` on every node.
+"""
+import copy
+import json
+import logging
+import os
+import weakref
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import (DefaultTrainer, SimpleTrainer, default_argument_parser,
+                               default_setup, hooks, launch)
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from cat_seg import add_ahs_config, check_config
+from cat_seg.data import SemanticDatasetMapper
+from cat_seg.engine import AtomicCheckpointer, MixedPrecisionTrainer, ModelIterationHook, build_optimizer
+from cat_seg.evaluation import build_sem_seg_evaluator
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with AHS-Seg's optimizer, data, evaluator, device-agnostic DDP and AMP."""
+
+    def __init__(self, cfg):
+        # Same steps as DefaultTrainer.__init__, except: DDP without device_ids on CPU (gloo),
+        # our device-agnostic AMP trainer, and atomic checkpoints.
+        super(DefaultTrainer, self).__init__()
+        logger = logging.getLogger("detectron2")
+        if not logger.isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = wrap_ddp(model)
+        if cfg.SOLVER.AMP.ENABLED:
+            self._trainer = MixedPrecisionTrainer(model, data_loader, optimizer,
+                                                  precision=cfg.SOLVER.AMP.PRECISION)
+        else:
+            self._trainer = SimpleTrainer(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        # The model learns the trainer's iteration before every step (SDR's schedule); on
+        # resume the iteration comes back from the checkpoint, so the schedule does too.
+        return [ModelIterationHook()] + super().build_hooks()
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=SemanticDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        # Every record names its dataset, so the model reads that dataset's vocabulary.
+        records = [dict(d, dataset_name=dataset_name) for d in DatasetCatalog.get(dataset_name)]
+        return build_detection_test_loader(records, mapper=SemanticDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_sem_seg_evaluator(dataset_name, output_dir=output_folder)
+
+
+def wrap_ddp(model):
+    """DistributedDataParallel when there are several processes; CPU models get no device_ids."""
+    if comm.get_world_size() == 1:
+        return model
+    device = next(model.parameters()).device
+    device_ids = [device.index if device.index is not None else comm.get_local_rank()] \
+        if device.type == "cuda" else None
+    ddp = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,
+                                  find_unused_parameters=False)
+    # DDP copies rank 0's parameters to every rank, but with broadcast_buffers=False no buffer:
+    # HPA's prototypes (a buffer, initialised from each rank's own text embeddings) must start
+    # equal too; its all-reduced updates keep them equal afterwards.
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer, src=0)
+    return ddp
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_ahs_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE == "auto":
+        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    check_config(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cat_seg")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
+                json.dump(copy.deepcopy(results), f, indent=2)
+            verify_results(cfg, results)
+        return results
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
