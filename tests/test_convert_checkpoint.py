@@ -1,0 +1,161 @@
+"""tools/convert_checkpoint.py: an official CAT-Seg checkpoint -> AHS-Seg's layout, same outputs.
+
+The CAT-Seg checkpoint is synthesised from a tiny AHS-Seg model (CAT-Seg's ``attention``
+fine-tuning) by the inverse renaming, written out here independently of the converter:
+CLIP under ``sem_seg_head.predictor.clip_model.`` in OpenAI's layout with CAT-Seg's separate
+``attn.{q,k,v}_proj_weight`` and packed ``attn.in_proj_bias``, the aggregator under
+``sem_seg_head.predictor.transformer.``, the guidance upsamplers as ``upsample1/2``, and the
+shifted-window attention masks CAT-Seg saves as buffers.
+"""
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+
+from cat_seg import add_ahs_config
+from cat_seg.ahs_seg_model import AHSSeg
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("convert_checkpoint",
+                                               ROOT / "tools" / "convert_checkpoint.py")
+convert_checkpoint = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(convert_checkpoint)
+
+TINY_YAML = """
+MODEL:
+  SEM_SEG_HEAD:
+    CLIP_PRETRAINED: "AHS-Tiny/16"
+    CLIP_WEIGHTS: "random"
+    CLIP_RESOLUTION: 64
+    CLIP_GUIDANCE_LAYERS: [0, 1]
+    CLIP_FINETUNE: "attention"
+    HIDDEN_DIMS: 32
+    TEXT_GUIDANCE_PROJ_DIM: 16
+    APPEARANCE_GUIDANCE_PROJ_DIM: 16
+    DECODER_DIMS: [32, 16]
+    DECODER_GUIDANCE_DIMS: [16, 8]
+    DECODER_GUIDANCE_PROJ_DIMS: [8, 4]
+    POOLING_SIZES: [1, 1]
+"""
+
+# AHS-Seg head name -> CAT-Seg name (the inverse of the converter's renaming).
+_AGG = "sem_seg_head.predictor.transformer."
+_TO_CATSEG = [
+    (r"cost_embed\.", _AGG + "conv1."),
+    (r"appearance_guidance_proj\.", _AGG + "guidance_projection.0."),
+    (r"text_guidance_proj\.", _AGG + "text_guidance_projection.0."),
+    (r"layers\.(\d+)\.spatial\.blocks\.0\.", _AGG + r"layers.\1.swin_block.block_1."),
+    (r"layers\.(\d+)\.spatial\.blocks\.1\.", _AGG + r"layers.\1.swin_block.block_2."),
+    (r"layers\.(\d+)\.spatial\.guidance_norm\.", _AGG + r"layers.\1.swin_block.guidance_norm."),
+    (r"layers\.(\d+)\.classwise\.attn\.", _AGG + r"layers.\1.attention.attention."),
+    (r"layers\.(\d+)\.classwise\.mlp\.fc1\.", _AGG + r"layers.\1.attention.MLP.0."),
+    (r"layers\.(\d+)\.classwise\.mlp\.fc2\.", _AGG + r"layers.\1.attention.MLP.2."),
+    (r"layers\.(\d+)\.classwise\.", _AGG + r"layers.\1.attention."),
+    (r"decoder\.guidance_projections\.(\d)\.", _AGG + r"decoder_guidance_projection.\1.0."),
+    (r"decoder\.guidance_upsamplers\.0\.", "upsample1."),
+    (r"decoder\.guidance_upsamplers\.1\.", "upsample2."),
+    (r"decoder\.stages\.0\.up\.", _AGG + "decoder1.up."),
+    (r"decoder\.stages\.1\.up\.", _AGG + "decoder2.up."),
+    (r"decoder\.predictor\.", _AGG + "head."),
+]
+for stage in (0, 1):
+    for ours, index in (("conv1", 0), ("norm1", 1), ("conv2", 3), ("norm2", 4)):
+        _TO_CATSEG.append((rf"decoder\.stages\.{stage}\.{ours}\.",
+                           f"{_AGG}decoder{stage + 1}.conv.double_conv.{index}."))
+
+
+def to_catseg_layout(state_dict):
+    """AHS-Seg state dict -> what CAT-Seg's ``model.state_dict()`` holds for the same weights."""
+    out, packed_bias = {}, {}
+    for key, value in state_dict.items():
+        if key.startswith("backbone.clip."):
+            key = "sem_seg_head.predictor.clip_model." + key[len("backbone.clip."):]
+            match = re.match(r"(.*\.attn)\.([qkv])_proj\.(weight|bias)$", key)
+            if match and match[3] == "weight":
+                key = f"{match[1]}.{match[2]}_proj_weight"
+            elif match:
+                packed_bias.setdefault(match[1], {})[match[2]] = value
+                continue
+            out[key] = value
+            continue
+        name = key[len("sem_seg_head."):]
+        for pattern, replacement in _TO_CATSEG:
+            if re.match(pattern, name):
+                out[re.sub(pattern, replacement, name, count=1)] = value
+                break
+        else:
+            raise AssertionError(f"no CAT-Seg name for {key}")
+    for prefix, parts in packed_bias.items():
+        out[prefix + ".in_proj_bias"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    # CAT-Seg also saves the shifted-window masks as buffers.
+    out[_AGG + "layers.0.swin_block.block_2.attn_mask"] = torch.zeros(1, 16, 16)
+    return out
+
+
+def tiny_model(seed):
+    cfg = get_cfg()
+    add_ahs_config(cfg)
+    cfg.merge_from_other_cfg(cfg.load_cfg(TINY_YAML))
+    torch.manual_seed(seed)
+    model = AHSSeg(cfg)
+    with torch.no_grad():  # non-trivial values everywhere, padding tokens included
+        for p in model.sem_seg_head.parameters():
+            p.add_(torch.randn(p.shape) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def catseg_checkpoint(tmp_path_factory):
+    model = tiny_model(seed=0)
+    path = tmp_path_factory.mktemp("catseg") / "model_final.pth"
+    torch.save({"model": to_catseg_layout(model.state_dict()), "iteration": 80000}, path)
+    return model, path
+
+
+def test_converted_checkpoint_gives_the_same_weights_and_outputs(catseg_checkpoint, tmp_path):
+    original, path = catseg_checkpoint
+    out = tmp_path / "converted.pth"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_YAML)
+    convert_checkpoint.main([str(path), str(out), "--config-file", str(config)])
+
+    restored = tiny_model(seed=1)
+    restored.load_state_dict(torch.load(out, weights_only=True)["model"], strict=True)
+    for key, value in original.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[key], value, rtol=0, atol=0)
+    image = torch.randint(0, 256, (3, 70, 90), dtype=torch.uint8)
+    for model in (original, restored):
+        model.set_vocabulary(["wall", "floor, flooring", "person", "sky"])
+    for sliding in (False, True):
+        original.sliding_window = restored.sliding_window = sliding
+        with torch.no_grad():
+            expected = original([{"image": image}])[0]["sem_seg"]
+            torch.testing.assert_close(restored([{"image": image}])[0]["sem_seg"], expected,
+                                       rtol=0, atol=0)
+
+
+def test_files_that_would_run_code_are_refused(tmp_path):
+    path = tmp_path / "pickled.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "extra": Path("not a tensor")}, path)
+    with pytest.raises(convert_checkpoint.ConversionError, match="refused"):
+        convert_checkpoint.load_catseg_checkpoint(str(path))
+
+
+def test_foreign_checkpoints_fail_clearly(catseg_checkpoint, tmp_path):
+    _, path = catseg_checkpoint
+    state_dict = convert_checkpoint.load_catseg_checkpoint(str(path))
+    with pytest.raises(convert_checkpoint.ConversionError, match="H-CLIP"):
+        convert_checkpoint.convert_catseg_state_dict(
+            {**state_dict, "sem_seg_head.predictor.attn_q_proj_oft_layer_R": torch.zeros(1)})
+    with pytest.raises(convert_checkpoint.ConversionError, match="no CLIP weights"):
+        convert_checkpoint.convert_catseg_state_dict(
+            {k: v for k, v in state_dict.items() if "clip_model" not in k})
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(TINY_YAML.replace("HIDDEN_DIMS: 32", "HIDDEN_DIMS: 64"))
+    with pytest.raises(convert_checkpoint.ConversionError, match="do not fit"):
+        convert_checkpoint.main([str(path), str(tmp_path / "x.pth"), "--config-file", str(wider)])
+    with pytest.raises(FileNotFoundError):
+        convert_checkpoint.load_catseg_checkpoint(str(tmp_path / "missing.pth"))
