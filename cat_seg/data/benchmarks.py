@@ -205,7 +205,11 @@ def _class_names(stem: str) -> Tuple[str, ...]:
         known = sorted(p.stem for p in _CLASS_NAMES_DIR.glob("*.json"))
         raise FileNotFoundError(f"class-name file {path} does not exist; known: {known}")
     with open(path, encoding="utf-8") as f:
-        names = json.load(f)
+        try:
+            names = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); it must hold a JSON list of "
+                             'class names, e.g. ["sky", "tree"]') from error
     if not isinstance(names, list) or not names or not all(
         isinstance(n, str) and n.strip() == n and n for n in names
     ):
