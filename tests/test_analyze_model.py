@@ -1,0 +1,179 @@
+"""tools/analyze_model.py on the tiny CLIP: every field, counts that add up, FLOP handles, memory."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import analyze_model  # noqa: E402
+
+import cat_seg  # noqa: E402,F401  (registers the model, head and datasets)
+
+# A tiny AHS-Seg (AHS-Tiny/16 CLIP at 64 px = a 4x4 grid, a one-layer narrow head) that trains on
+# the synthetic dataset's 16 classes: each forward takes a fraction of a second on a CPU core.
+TINY_CONFIG = """
+MODEL:
+  META_ARCHITECTURE: "AHSSeg"
+  DEVICE: "cpu"
+  SEM_SEG_HEAD:
+    NAME: "CATSegHead"
+    CLIP_PRETRAINED: "AHS-Tiny/16"
+    CLIP_WEIGHTS: "random"
+    CLIP_RESOLUTION: {resolution}
+    CLIP_GUIDANCE_LAYERS: [1, 2]
+    CLIP_FINETUNE: "oft_both"
+    OFT_BLOCK_SIZE: 32
+    HIDDEN_DIMS: 32
+    DECODER_DIMS: [32, 16]
+    DECODER_GUIDANCE_DIMS: [16, 8]
+    DECODER_GUIDANCE_PROJ_DIMS: [8, 4]
+    NUM_LAYERS: 1
+    NUM_HEADS: 2
+    TEXT_GUIDANCE_PROJ_DIM: 16
+    APPEARANCE_GUIDANCE_PROJ_DIM: 16
+    WINDOW_SIZES: {window}
+    CLASS_PAD_LEN: 0
+{modules}
+DATASETS:
+  TRAIN: ("synthetic_seen_train",)
+  TEST: ("synthetic_seen_val",)
+INPUT:
+  FORMAT: "RGB"
+  MIN_SIZE_TEST: {resolution}
+  MAX_SIZE_TEST: 1000
+  CROP:
+    ENABLED: False
+SOLVER:
+  BASE_LR: 0.0001
+  MAX_ITER: 10
+  IMS_PER_BATCH: 1
+"""
+
+
+def write_tiny_config(path, resolution=64, window=2, modules=()):
+    """Write the tiny config to ``path``: CLIP input ``resolution`` (a multiple of 16), Swin
+    ``window`` (divides resolution / 16); ``modules``: AHS switches to turn on, e.g. ("AFR",)."""
+    switches = {"HPA": "USE_PROTOTYPE_ALIGNMENT", "SDR": "USE_SELF_DISTILLATION",
+                "AFR": "USE_FEATURE_RECTIFICATION"}
+    lines = "\n".join(f"    {switches[m]}: True" for m in modules)
+    with open(path, "w") as f:
+        f.write(TINY_CONFIG.format(resolution=resolution, window=window, modules=lines))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory):
+    return analyze_model.load_config(write_tiny_config(tmp_path_factory.mktemp("cfg") / "tiny.yaml"))
+
+
+@pytest.fixture(scope="module")
+def analysis(tiny_cfg):
+    return analyze_model.analyze(tiny_cfg, num_classes=5, warmup=1, iters=2, train_warmup=0,
+                                 train_iters=1)
+
+
+def test_every_field_is_reported(analysis):
+    assert analysis["config"]["clip"] == "AHS-Tiny/16"
+    assert analysis["config"]["image_size"] == 64 and analysis["config"]["num_classes"] == 5
+    assert analysis["config"]["test_path"] == "whole image"
+    for key in ("date", "cpu", "cpu_count", "torch_threads", "torch", "device"):
+        assert key in analysis["machine"]
+    assert set(analysis["params"]) == {"total", "trainable", "inference", "by_part"}
+    assert list(analysis["params"]["by_part"]) == list(analyze_model.PARTS)
+    assert set(analysis["flops"]) >= {"gflops", "by_part_gflops", "skipped_ops"}
+    inference = analysis["inference"]
+    for key in ("median_s", "min_s", "mean_s", "vocabulary_encoding_s", "iters", "warmup"):
+        assert inference[key] is not None
+    assert len(inference["times_s"]) == 2 and inference["min_s"] <= inference["median_s"]
+    train = analysis["train"]
+    assert train["median_s"] > 0 and train["num_classes"] == 16 and train["crop"] == [64, 64]
+    for memory in (inference["memory"], train["memory"]):
+        assert memory["peak_bytes"] > 0 and memory["delta_bytes"] >= 0 and memory["method"]
+    json.dumps(analysis)  # all plain values: --json can write it
+
+
+def test_parameter_counts_add_up(tiny_cfg, analysis):
+    from cat_seg.modeling.clip.oft import HCLIPOrthogonalAdapter
+
+    model = analyze_model.build_analysis_model(tiny_cfg)
+    params = analysis["params"]
+    by_part = params["by_part"]
+    assert params["total"] == sum(p.numel() for p in model.parameters())
+    assert params["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(c["total"] for c in by_part.values()) == params["total"]
+    adapter = [m for m in model.modules() if isinstance(m, HCLIPOrthogonalAdapter)]
+    assert by_part["adapters"]["total"] == sum(p.numel() for p in adapter[0].parameters()) > 0
+    assert by_part["head"]["total"] == sum(p.numel() for p in model.sem_seg_head.parameters())
+    assert by_part["CLIP"]["total"] > 0 and by_part["CLIP"]["trainable"] == 0
+    assert params["inference"] == params["total"] - by_part["adapters"]["total"]
+
+
+def test_flops_by_part_add_up(analysis):
+    flops = analysis["flops"]
+    assert flops.get("error") is None, flops.get("error")
+    parts = flops["by_part_gflops"]
+    assert flops["gflops"] > 0 and parts["CLIP"] > 0 and parts["head"] > 0
+    assert parts["adapters"] == 0  # folded into CLIP's weights at test time
+    assert sum(parts.values()) == pytest.approx(flops["gflops"])
+    # Attention is counted (our handle), so it is not among the skipped operators.
+    assert "aten::scaled_dot_product_attention" not in flops["skipped_ops"]
+
+
+def test_attention_flop_handle_counts_both_matmuls():
+    from fvcore.nn import FlopCountAnalysis
+
+    class Attention(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 4)
+    analysis = FlopCountAnalysis(Attention(), (q, k, v))
+    analysis.set_op_handle("aten::scaled_dot_product_attention", analyze_model._sdpa_flop_jit)
+    assert analysis.total() == 2 * 3 * 5 * 7 * (8 + 4)
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with analyze_model.PeakMemory(torch.device("cpu")) as memory:
+        block = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched
+        del block
+    result = memory.result()
+    assert result["delta_bytes"] >= 48 * 2 ** 20, result
+
+
+def test_compare_cli_writes_ratios_measured_in_one_run(tmp_path):
+    base = write_tiny_config(tmp_path / "base.yaml")
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(open(base).read().replace("NUM_LAYERS: 1", "NUM_LAYERS: 2"))
+    out, table = tmp_path / "analysis.json", tmp_path / "table.md"
+    result = analyze_model.main(["--config-file", base, "--compare", str(wider), "--json", str(out),
+                                 "--markdown", str(table), "--num-classes", "4", "--iters", "2",
+                                 "--warmup", "1", "--no-train", "--no-flops"])
+    saved = json.loads(out.read_text())
+    assert set(saved) == {"base", "compare", "ratios"}
+    assert [r["label"] for r in [saved["base"], *saved["compare"]]] == ["base", "wider"]
+    ratios = saved["ratios"][0]
+    added = result["compare"][0]["params"]["total"] - result["base"]["params"]["total"]
+    assert ratios["params"] == pytest.approx(
+        result["compare"][0]["params"]["total"] / result["base"]["params"]["total"])
+    assert added > 0  # a second aggregation layer
+    assert ratios["inference latency"] > 0
+    assert ratios["training step"] is None and ratios["FLOPs"] is None  # not measured
+    assert saved["base"]["config"]["clip_weights"] == "random"
+    rows = [line.split(" | ") for line in table.read_text().splitlines()]
+    assert rows[0][0] == "| config" and len(rows) == 4
+    assert rows[2][0] == "| base" and rows[2][3] == "0" and rows[2][6] == "1.000"
+    assert rows[3][0] == "| wider" and rows[3][3] == f"{added:+,}" and rows[3][4] == "-"
+    assert float(rows[3][6]) == pytest.approx(ratios["inference latency"], abs=1e-3)
+
+
+def test_bad_arguments_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        analyze_model.load_config(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="positive"):
+        analyze_model.vocabulary(0)
+    assert analyze_model.vocabulary(3) == ["person", "bicycle", "car"]
+    assert analyze_model.vocabulary(173)[-2:] == ["class 171", "class 172"]

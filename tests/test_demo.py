@@ -1,0 +1,196 @@
+"""tools/demo.py: vocabulary and input checks, the pictures it writes, and a run of the tiny model."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import demo  # noqa: E402
+from test_analyze_model import write_tiny_config  # noqa: E402
+
+import cat_seg  # noqa: E402,F401  (registers the model, head and datasets)
+from cat_seg.data.label_io import read_label  # noqa: E402
+from cat_seg.utils.visualization import draw_legend, palette  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------- vocabulary
+
+def test_vocabulary_from_text_and_json(tmp_path):
+    assert demo.parse_vocabulary("sky, tree ,  person") == ["sky", "tree", "person"]
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps(["sky", "tree, bush", "traffic  light"]))
+    assert demo.parse_vocabulary(file=str(path)) == ["sky", "tree, bush", "traffic light"]
+    shipped = os.path.join(os.path.dirname(demo.__file__), "..", "cat_seg", "data", "class_names",
+                           "ade150.json")
+    assert len(demo.parse_vocabulary(file=shipped)) == 150
+
+
+@pytest.mark.parametrize("text, message", [
+    ("sky,,tree", r"empty class names at position\(s\) \[2\]"),
+    ("sky, tree,", r"empty class names at position\(s\) \[3\]"),
+    (" , ", "empty class names"),
+    ("sky, tree, Sky", r"names a class twice: 'Sky' \(positions 1 and 3\)"),
+])
+def test_malformed_vocabulary_text_is_rejected(text, message):
+    with pytest.raises(ValueError, match=message):
+        demo.parse_vocabulary(text)
+
+
+def test_malformed_vocabulary_files_are_rejected(tmp_path):
+    cases = {"dict.json": '{"a": 1}', "numbers.json": '["sky", 3]', "broken.json": '["sky",',
+             "empty.json": "[]", "synonym_twice.json": '["tree, bush", "tree"]'}
+    messages = {"dict.json": "JSON list of strings", "numbers.json": "non-string",
+                "broken.json": "not valid JSON", "empty.json": "empty",
+                "synonym_twice.json": "twice"}
+    for name, content in cases.items():
+        (tmp_path / name).write_text(content)
+        with pytest.raises(ValueError, match=messages[name]):
+            demo.parse_vocabulary(file=str(tmp_path / name))
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        demo.parse_vocabulary(file=str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match="exactly one"):
+        demo.parse_vocabulary("sky", str(tmp_path / "dict.json"))
+
+
+# ---------------------------------------------------------------------------------- inputs
+
+def save_image(path, height=40, width=56, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_inputs_from_files_folders_and_globs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = save_image(tmp_path / "a" / "x.png")
+    two = save_image(tmp_path / "a" / "y.jpg")
+    three = save_image(tmp_path / "b" / "x.png")
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    found = demo.find_images([str(tmp_path / "a"), str(tmp_path / "*" / "x.png"), one])
+    assert found == [one, two, three]  # folder (images only), then the glob, each file once
+    assert demo.output_names(found) == ["x", "y", "x_2"]
+    with pytest.raises(FileNotFoundError, match="nothing.png"):
+        demo.find_images([str(tmp_path / "nothing.png")])
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        demo.find_images([str(tmp_path / "*.gif")])
+
+
+def test_unreadable_images_are_named_before_any_model_work(tmp_path):
+    good = save_image(tmp_path / "good.png")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"this is not a JPEG")
+    with pytest.raises(ValueError, match="bad.jpg") as error:
+        demo.check_images([good, str(bad)])
+    assert "good.png" not in str(error.value)
+
+
+# ---------------------------------------------------------------------------------- outputs
+
+def test_label_maps_are_lossless_8_or_16_bit(tmp_path):
+    label = np.array([[0, 1], [254, 2]])
+    assert demo.save_label_map(label, 255, str(tmp_path / "small.png")) == np.uint8
+    assert Image.open(tmp_path / "small.png").mode == "L"
+    np.testing.assert_array_equal(read_label(tmp_path / "small.png"), label)
+    big = np.array([[0, 300], [846, 255]])
+    assert demo.save_label_map(big, 847, str(tmp_path / "big.png")) == np.uint16
+    assert Image.open(tmp_path / "big.png").mode.startswith("I;16")
+    np.testing.assert_array_equal(read_label(tmp_path / "big.png"), big)
+
+
+def legend_colors(overlay: np.ndarray, image_height: int) -> set:
+    """Colours of the legend strip below the image rows."""
+    return {tuple(c) for c in overlay[image_height:].reshape(-1, 3)}
+
+
+def test_outputs_show_the_predicted_classes_and_their_legend(tmp_path):
+    names = ["sky", "tree, bush", "person", "road"]
+    height, width = 30, 48
+    scores = torch.zeros(4, height, width)
+    scores[0, :10] = 0.9   # sky on top
+    scores[2, 10:] = 0.8   # person below
+    scores[3, 10:, :8] = 0.95  # road at the bottom left; "tree" is never predicted
+    image = np.full((height, width, 3), 100, dtype=np.uint8)
+    record = demo.write_outputs(image, scores, names, str(tmp_path), "img", probabilities=True)
+
+    assert record["classes"] == [0, 2, 3]
+    assert sum(record["fractions"].values()) == pytest.approx(1.0)
+    overlay = np.asarray(Image.open(record["overlay"]).convert("RGB"))
+    legend = draw_legend([0, 2, 3], names, palette(4), width)
+    assert overlay.shape == (height + legend.height, width, 3)
+    colors = palette(len(names))
+    shown = legend_colors(overlay, height)
+    assert {tuple(colors[c]) for c in (0, 2, 3)} <= shown and tuple(colors[1]) not in shown
+    np.testing.assert_array_equal(np.asarray(Image.open(record["labels"])),
+                                  scores.argmax(0).numpy())
+    assert [os.path.basename(p) for p in record["probabilities"]] == \
+        ["0_sky.png", "1_tree.png", "2_person.png", "3_road.png"]
+    sky = np.asarray(Image.open(record["probabilities"][0]))
+    assert sky.shape == (height, width) and sky[0, 0] == round(0.9 * 255) and sky[-1, -1] == 0
+
+
+# ---------------------------------------------------------------------------------- the model
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny model's checkpoint, its config and two input images of different sizes."""
+    root = tmp_path_factory.mktemp("demo")
+    config = write_tiny_config(root / "tiny.yaml")
+    cfg = demo.setup_cfg(config)
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.save({"model": model.state_dict(), "iteration": 0}, root / "model.pth")
+    images = root / "images"
+    images.mkdir()
+    save_image(images / "wide.png", 48, 80, seed=1)
+    save_image(images / "tall.jpg", 72, 40, seed=2)
+    return root, config
+
+
+def test_demo_cli_writes_every_picture(tiny_run, capsys):
+    root, config = tiny_run
+    out = root / "out"
+    results = demo.main([str(root / "images"), "--vocabulary", "sky, grass, road",
+                         "--config-file", config, "--weights", str(root / "model.pth"),
+                         "--output", str(out), "--probabilities", "--device", "cpu"])
+    assert [os.path.basename(r["image"]) for r in results] == ["tall.jpg", "wide.png"]
+    assert json.loads((out / "vocabulary.json").read_text()) == ["sky", "grass", "road"]
+    colors = palette(3)
+    for result, (height, width) in zip(results, [(72, 40), (48, 80)]):
+        labels = np.asarray(Image.open(result["labels"]))
+        assert labels.shape == (height, width) and labels.dtype == np.uint8
+        assert sorted(np.unique(labels).tolist()) == result["classes"]
+        overlay = np.asarray(Image.open(result["overlay"]).convert("RGB"))
+        assert overlay.shape[1] == width and overlay.shape[0] > height  # image + legend
+        shown = legend_colors(overlay, height)
+        for c in range(3):  # a class's swatch is in the legend exactly when it was predicted
+            assert (tuple(colors[c]) in shown) == (c in result["classes"])
+        assert len(result["probabilities"]) == 3
+        for path in result["probabilities"]:
+            assert Image.open(path).size == (width, height)
+    assert "2 image(s) written" in capsys.readouterr().out
+
+
+def test_demo_fails_clearly_on_missing_or_foreign_weights(tiny_run, tmp_path):
+    root, config = tiny_run
+    args = [str(root / "images"), "--vocabulary", "sky", "--config-file", config,
+            "--output", str(tmp_path)]
+    with pytest.raises(FileNotFoundError, match="nope.pth does not exist"):
+        demo.main(args + ["--weights", str(tmp_path / "nope.pth")])
+    with pytest.raises(ValueError, match="no weights given"):
+        demo.main(args)
+    other = tmp_path / "other.yaml"
+    other.write_text(open(config).read().replace("NUM_LAYERS: 1", "NUM_LAYERS: 2"))
+    with pytest.raises(ValueError, match="does not fit the model.*missing"):
+        demo.main(args[:4] + [str(other), "--weights", str(root / "model.pth"),
+                              "--output", str(tmp_path)])
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00not a checkpoint")
+    with pytest.raises(ValueError, match="could not be read"):
+        demo.main(args + ["--weights", str(garbage)])

@@ -1,0 +1,357 @@
+#!/usr/bin/env python
+"""Segment your own images into your own classes.
+
+    python tools/demo.py photo.jpg --vocabulary "sky, tree, person, road" \\
+        --config-file configs/vitb_384_ahs.yaml --weights output/ahs_b16/model_final.pth
+    python tools/demo.py 'photos/*.jpg' photos_dir/ --vocabulary-file cat_seg/data/class_names/ade150.json \\
+        --config-file CFG --weights W --output demo_out --probabilities --device cuda
+
+Inputs: image files, folders (their images, not recursive) and glob patterns, in any mix.
+Vocabulary: ``--vocabulary`` takes comma-separated class names; ``--vocabulary-file`` a JSON list
+of names (the benchmarks' class files under cat_seg/data/class_names/ work as they are; there an
+entry "a, b" lists synonyms, the first of which is prompted and shown).
+
+For every image ``<name>`` it writes into ``--output``:
+
+* ``<name>_overlay.png``: the prediction blended over the image, with a legend of the classes
+  present below it (the picture is the image's width, its height plus the legend's);
+* ``<name>_labels.png``: the label map at the image's size, pixel value = index of the class in
+  the vocabulary (8-bit below 256 classes, else 16-bit);
+* with ``--probabilities``: ``<name>_probabilities/<index>_<class>.png``, the model's score of
+  each class per pixel (sigmoid, 0-1 mapped to 0-255).
+
+and once ``vocabulary.json``, the class list the label indices refer to. The model runs its own
+test-time path: the evaluation mapper's resize (INPUT.MIN_SIZE_TEST), then the whole image or
+the sliding window as TEST.SLIDING_WINDOW says (``--opts TEST.SLIDING_WINDOW True`` for the
+benchmarks' protocol).
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+from typing import Dict, List, Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+from cat_seg.utils.visualization import labelled_overlay  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+# ---------------------------------------------------------------------------------- vocabulary
+
+def _prompt_name(name: str) -> str:
+    """What identifies a class: its first synonym, lower-cased, whitespace collapsed."""
+    return " ".join(name.split(",")[0].split()).lower()
+
+
+def check_vocabulary(names: Sequence[str], source: str) -> List[str]:
+    """``names`` stripped, or ``ValueError`` naming the empty or duplicate entries of ``source``."""
+    if not names:
+        raise ValueError(f"the vocabulary ({source}) is empty; give at least one class name")
+    cleaned = [" ".join(str(name).split()) for name in names]
+    empty = [i for i, name in enumerate(cleaned) if not _prompt_name(name)]
+    if empty:
+        raise ValueError(f"the vocabulary ({source}) has empty class names at position(s) "
+                         f"{[i + 1 for i in empty]}; remove them (e.g. a doubled or trailing comma)")
+    first_seen: Dict[str, int] = {}
+    duplicates = []
+    for i, name in enumerate(cleaned):
+        key = _prompt_name(name)
+        if key in first_seen:
+            duplicates.append(f"{name!r} (positions {first_seen[key] + 1} and {i + 1})")
+        first_seen.setdefault(key, i)
+    if duplicates:
+        raise ValueError(f"the vocabulary ({source}) names a class twice: {', '.join(duplicates)}; "
+                         "each class must appear once")
+    return cleaned
+
+
+def parse_vocabulary(text: Optional[str] = None, file: Optional[str] = None) -> List[str]:
+    """The class names of ``--vocabulary`` (comma-separated) or ``--vocabulary-file`` (JSON list)."""
+    if (text is None) == (file is None):
+        raise ValueError("give the classes with exactly one of --vocabulary \"sky, tree, person\" "
+                         "or --vocabulary-file classes.json")
+    if text is not None:
+        return check_vocabulary(text.split(","), f"--vocabulary {text!r}")
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"vocabulary file {file} does not exist")
+    try:
+        with open(file) as f:
+            names = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"vocabulary file {file} is not valid JSON ({error}); it must hold a "
+                         'list of class names, e.g. ["sky", "tree", "person"]') from error
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"vocabulary file {file} must hold a JSON list of strings, e.g. "
+                         f'["sky", "tree", "person"]; it holds a {type(names).__name__}'
+                         + (" with non-string entries" if isinstance(names, list) else ""))
+    return check_vocabulary(names, f"vocabulary file {file}")
+
+
+# ---------------------------------------------------------------------------------- inputs
+
+def find_images(inputs: Sequence[str]) -> List[str]:
+    """Image paths from files, folders (their images, sorted) and glob patterns, in input order,
+    each once. Fails naming an input that matches nothing."""
+    paths: List[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                           if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f"folder {item} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        elif os.path.isfile(item):
+            found = [item]
+        elif glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+            if not found:
+                raise FileNotFoundError(f"pattern {item!r} matches no file")
+        else:
+            raise FileNotFoundError(f"image {item} does not exist")
+        paths.extend(found)
+    unique = list(dict.fromkeys(os.path.normpath(p) for p in paths))
+    if not unique:
+        raise FileNotFoundError("no input image given")
+    return unique
+
+
+def check_images(paths: Sequence[str]) -> None:
+    """Fail before any model work if an input is not a readable image, naming every bad file."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            bad.append(f"{path} ({type(error).__name__}: {error})")
+    if bad:
+        raise ValueError(f"{len(bad)} input(s) are not readable images:\n  " + "\n  ".join(bad)
+                         + "\nreplace or remove them")
+
+
+def output_names(paths: Sequence[str]) -> List[str]:
+    """One output name per image: its file stem, with ``_2``, ``_3``... when stems repeat."""
+    names, counts = [], {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        counts[stem] = counts.get(stem, 0) + 1
+        names.append(stem if counts[stem] == 1 else f"{stem}_{counts[stem]}")
+    return names
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name.split(",")[0]).strip("_").lower() or "class"
+
+
+# ---------------------------------------------------------------------------------- outputs
+
+def save_label_map(label: np.ndarray, num_classes: int, path: str) -> np.dtype:
+    """Write (H, W) class indices losslessly: 8-bit PNG below 256 classes, else 16-bit."""
+    dtype = np.uint8 if num_classes < 256 else np.uint16
+    if num_classes > np.iinfo(np.uint16).max + 1:
+        raise ValueError(f"{num_classes} classes do not fit a 16-bit label PNG")
+    Image.fromarray(label.astype(dtype)).save(path)
+    return dtype
+
+
+def save_probability_maps(scores: np.ndarray, class_names: Sequence[str], folder: str) -> List[str]:
+    """One grayscale PNG per class of ``scores`` (T, H, W) in [0, 1]: round(255·score)."""
+    os.makedirs(folder, exist_ok=True)
+    width = len(str(len(class_names) - 1))
+    paths = []
+    for index, (name, score) in enumerate(zip(class_names, scores)):
+        path = os.path.join(folder, f"{index:0{width}d}_{_slug(name)}.png")
+        Image.fromarray(np.round(np.clip(score, 0, 1) * 255).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def write_outputs(image: np.ndarray, scores: torch.Tensor, class_names: Sequence[str],
+                  output_dir: str, name: str, probabilities: bool = False,
+                  alpha: float = 0.5) -> dict:
+    """Save one image's pictures from its (T, H, W) scores; returns what was written.
+
+    Returns ``{"overlay", "labels", "probabilities" (list, may be empty), "classes" (legend class
+    indices, sorted), "fractions" ({class index: pixel fraction})}``.
+    """
+    if tuple(scores.shape) != (len(class_names),) + image.shape[:2]:
+        raise ValueError(f"scores {tuple(scores.shape)} do not match {len(class_names)} classes "
+                         f"at the image size {image.shape[:2]}")
+    label = scores.argmax(dim=0).cpu().numpy()
+    overlay_path = os.path.join(output_dir, f"{name}_overlay.png")
+    labelled_overlay(image, label, class_names, alpha=alpha).save(overlay_path)
+    labels_path = os.path.join(output_dir, f"{name}_labels.png")
+    save_label_map(label, len(class_names), labels_path)
+    prob_paths = []
+    if probabilities:
+        prob_paths = save_probability_maps(scores.float().cpu().numpy(), class_names,
+                                           os.path.join(output_dir, f"{name}_probabilities"))
+    present, counts = np.unique(label, return_counts=True)
+    return {"overlay": overlay_path, "labels": labels_path, "probabilities": prob_paths,
+            "classes": present.tolist(),
+            "fractions": {int(c): float(n) / label.size for c, n in zip(present, counts)}}
+
+
+# ---------------------------------------------------------------------------------- model
+
+def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] = None,
+              weights: Optional[str] = None):
+    """The frozen config: file, then ``opts``, then ``--device`` / ``--weights``; "auto" resolved."""
+    from detectron2.config import get_cfg
+
+    from cat_seg import add_ahs_config, check_config
+
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
+                                "shipped ones; a training run saved its own as OUTPUT_DIR/config.yaml)")
+    cfg = get_cfg()
+    add_ahs_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if device:
+        cfg.MODEL.DEVICE = device
+    if weights:
+        cfg.MODEL.WEIGHTS = weights
+    if cfg.MODEL.DEVICE == "auto":
+        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    check_config(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def load_weights(model: torch.nn.Module, path: str) -> None:
+    """Load a full AHS-Seg checkpoint (``{"model": state_dict}``, as train_net.py writes).
+
+    Fails when the file is missing or unreadable, and when it lacks weights of the model or has
+    weights of another shape (the checkpoint belongs to another config); checkpoint entries the
+    model has no use for are reported, not fatal.
+    """
+    if not path:
+        raise ValueError("no weights given: pass --weights OUTPUT_DIR/model_final.pth (a checkpoint "
+                         "train_net.py / run_ahs.sh wrote) or set MODEL.WEIGHTS in the config")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path} does not exist; train first (run_ahs.sh) or "
+                                "pass the path of a checkpoint (OUTPUT_DIR/model_final.pth)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a corrupt/foreign file
+        raise ValueError(f"weights file {path} could not be read ({type(error).__name__}: "
+                         f"{error}); is it a PyTorch checkpoint? Official CAT-Seg checkpoints "
+                         "convert with tools/convert_checkpoint.py") from error
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"weights file {path} holds no model state dict (expected "
+                         "{'model': {name: tensor}} as train_net.py writes)")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                   for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or wrong_shape:
+        problems = ([f"{len(missing)} missing (e.g. {', '.join(missing[:4])})"] if missing else []) + \
+                   ([f"{len(wrong_shape)} of another shape (e.g. {'; '.join(wrong_shape[:3])})"]
+                    if wrong_shape else [])
+        raise ValueError(f"weights file {path} does not fit the model built from the config: "
+                         f"{' and '.join(problems)}; pass the config the checkpoint was trained "
+                         "with (its OUTPUT_DIR/config.yaml)")
+    unused = [k for k in state if k not in own]
+    if unused:
+        print(f"[demo] {len(unused)} checkpoint entries unused by this config "
+              f"(e.g. {', '.join(unused[:4])})", file=sys.stderr)
+    model.load_state_dict({k: state[k] for k in own})
+
+
+def build_demo_model(cfg) -> torch.nn.Module:
+    """The model of ``cfg`` with ``cfg.MODEL.WEIGHTS`` loaded, in evaluation mode."""
+    from detectron2.modeling import build_model
+
+    import cat_seg  # noqa: F401  (registers the meta-architecture, head and datasets)
+
+    model = build_model(cfg)
+    load_weights(model, cfg.MODEL.WEIGHTS)
+    return model.eval()
+
+
+def run_demo(model: torch.nn.Module, cfg, image_paths: Sequence[str], class_names: Sequence[str],
+             output_dir: str, probabilities: bool = False, alpha: float = 0.5,
+             progress: bool = True) -> List[dict]:
+    """Segment every image into ``class_names`` and write its pictures (see the module doc).
+
+    Returns per image the record of :func:`write_outputs` plus ``"image"`` (its path).
+    """
+    from tqdm import tqdm
+
+    from cat_seg.data.dataset_mapper import SemanticDatasetMapper
+    from cat_seg.data.label_io import read_image_rgb
+
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "vocabulary.json"), "w") as f:
+        json.dump(list(class_names), f, indent=1)
+    mapper = SemanticDatasetMapper(cfg, is_train=False)
+    model.set_vocabulary(list(class_names))
+    results = []
+    with torch.no_grad():
+        for path, name in tqdm(list(zip(image_paths, output_names(image_paths))), desc="demo",
+                               unit="image", disable=not progress):
+            inputs = mapper({"file_name": path})
+            scores = model([inputs])[0]["sem_seg"]
+            record = write_outputs(read_image_rgb(path), scores, class_names, output_dir, name,
+                                   probabilities=probabilities, alpha=alpha)
+            results.append(dict(record, image=path))
+    return results
+
+
+def main(argv=None) -> List[dict]:
+    args = parse_args(argv)
+    class_names = parse_vocabulary(args.vocabulary, args.vocabulary_file)
+    paths = find_images(args.inputs)
+    check_images(paths)
+    cfg = setup_cfg(args.config_file, args.opts, device=args.device, weights=args.weights)
+    model = build_demo_model(cfg)
+    results = run_demo(model, cfg, paths, class_names, args.output,
+                       probabilities=args.probabilities, alpha=args.alpha)
+    for result in results:
+        shown = ", ".join(f"{class_names[c].split(',')[0]} {100 * f:.0f}%"
+                          for c, f in sorted(result["fractions"].items(), key=lambda kv: -kv[1]))
+        print(f"[demo] {result['image']} -> {result['overlay']}: {shown}")
+    print(f"[demo] {len(results)} image(s) written to {args.output} "
+          f"(label indices: {os.path.join(args.output, 'vocabulary.json')})")
+    return results
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]))
+    parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    vocabulary = parser.add_mutually_exclusive_group(required=True)
+    vocabulary.add_argument("--vocabulary", help='comma-separated class names, "sky, tree, person"')
+    vocabulary.add_argument("--vocabulary-file", help="JSON list of class names")
+    parser.add_argument("--config-file", required=True, help="the config the weights were trained with")
+    parser.add_argument("--weights", help="checkpoint (.pth); default: the config's MODEL.WEIGHTS")
+    parser.add_argument("--output", default="demo_output", help="folder for the pictures")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="also write one score map per class")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the config's MODEL.DEVICE)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides KEY VALUE ..., last on the command line")
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error("--alpha must be in [0, 1]")
+    return args
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"[demo] {error}")
