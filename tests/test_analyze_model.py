@@ -87,11 +87,14 @@ def test_every_field_is_reported(analysis):
     assert list(analysis["params"]["by_part"]) == list(analyze_model.PARTS)
     assert set(analysis["flops"]) >= {"gflops", "by_part_gflops", "skipped_ops"}
     inference = analysis["inference"]
-    for key in ("median_s", "min_s", "mean_s", "vocabulary_encoding_s", "iters", "warmup"):
+    for key in ("median_s", "min_s", "mean_s", "cpu_median_s", "vocabulary_encoding_s", "iters",
+                "warmup"):
         assert inference[key] is not None
-    assert len(inference["times_s"]) == 2 and inference["min_s"] <= inference["median_s"]
+    assert len(inference["times_s"]) == len(inference["cpu_times_s"]) == 2
+    assert inference["min_s"] <= inference["median_s"] and inference["cpu_median_s"] > 0
     train = analysis["train"]
-    assert train["median_s"] > 0 and train["num_classes"] == 16 and train["crop"] == [64, 64]
+    assert train["median_s"] > 0 and train["cpu_median_s"] > 0
+    assert train["num_classes"] == 16 and train["crop"] == [64, 64]
     for memory in (inference["memory"], train["memory"]):
         assert memory["peak_bytes"] > 0 and memory["delta_bytes"] >= 0 and memory["method"]
     json.dumps(analysis)  # all plain values: --json can write it
@@ -111,6 +114,24 @@ def test_parameter_counts_add_up(tiny_cfg, analysis):
     assert by_part["head"]["total"] == sum(p.numel() for p in model.sem_seg_head.parameters())
     assert by_part["CLIP"]["total"] > 0 and by_part["CLIP"]["trainable"] == 0
     assert params["inference"] == params["total"] - by_part["adapters"]["total"]
+
+
+def test_ahs_modules_are_found_by_type(tmp_path):
+    cfg = analyze_model.load_config(write_tiny_config(tmp_path / "ahs.yaml",
+                                                      modules=("HPA", "SDR", "AFR")))
+    model = analyze_model.build_analysis_model(cfg)
+    params = analyze_model.count_parameters(model, cfg)
+    by_part = params["by_part"]
+    assert by_part["AFR"]["total"] == sum(p.numel() for p in model.afr.parameters()) > 0
+    assert by_part["HPA"]["total"] == sum(p.numel() for p in model.hpa.parameters()) == 16
+    assert by_part["HPA"]["buffers"] >= 16 * 64  # the prototypes: 16 classes x D = 64
+    assert by_part["SDR"]["total"] == 0  # the teacher is CLIP itself, adapters bypassed
+    assert params["inference"] == params["total"] - by_part["adapters"]["total"] - 16
+    model.set_vocabulary(["sky", "tree", "road"])
+    flops = analyze_model.count_flops(model, cfg, analyze_model.test_input(64, torch.device("cpu")))
+    assert flops.get("error") is None, flops.get("error")
+    assert flops["by_part_gflops"]["AFR"] > 0
+    assert flops["by_part_gflops"]["HPA"] == flops["by_part_gflops"]["SDR"] == 0  # training only
 
 
 def test_flops_by_part_add_up(analysis):
@@ -167,7 +188,7 @@ def test_compare_cli_writes_ratios_measured_in_one_run(tmp_path):
     assert ratios["params"] == pytest.approx(
         result["compare"][0]["params"]["total"] / result["base"]["params"]["total"])
     assert added > 0  # a second aggregation layer
-    assert ratios["inference latency"] > 0
+    assert ratios["inference latency"] > 0 and ratios["inference CPU time"] > 0
     assert ratios["training step"] is None and ratios["FLOPs"] is None  # not measured
     assert saved["base"]["config"]["clip_weights"] == "random"
     rows = [line.split(" | ") for line in table.read_text().splitlines()]

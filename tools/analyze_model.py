@@ -23,10 +23,11 @@ Measured, in this order:
 * FLOPs of one test-time forward with fvcore's ``FlopCountAnalysis`` (fvcore's convention: one
   multiply-add = one flop, as the references report GFLOPs), in total and per part; operators
   fvcore has no formula for are listed as skipped (elementwise ones it does not count anyway);
-* inference latency: median (and min, mean) over ``--iters`` forwards after ``--warmup`` ones,
-  in ``model.eval()`` under ``torch.no_grad()``, with the vocabulary's text embeddings encoded
-  once before timing and served from the backbone's cache, as in an evaluation; the one-off cost
-  of encoding a new vocabulary is reported apart;
+* inference latency: median (and min, mean) wall-clock time, and the median process CPU time
+  (robust to other processes loading the machine), over ``--iters`` forwards after
+  ``--warmup`` ones, in ``model.eval()`` under ``torch.no_grad()``, with the vocabulary's text
+  embeddings encoded once before timing and served from the backbone's cache, as in an
+  evaluation; the one-off cost of encoding a new vocabulary is reported apart;
 * training step: median over ``--train-iters`` steps after ``--train-warmup`` of forward +
   backward + optimizer step (the training optimizer, AMP as configured) on a synthetic batch of
   ``--batch-size`` crops (INPUT.CROP.SIZE) with random labels of the training vocabulary;
@@ -50,7 +51,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -119,6 +120,26 @@ def device_of(model: nn.Module) -> torch.device:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> Tuple[float, float]:
+    """Run ``fn()``; return its (wall-clock, process CPU) seconds, the device synchronised.
+
+    On a CPU shared with other processes the wall clock also counts the time the machine gave
+    to them; the process CPU time (all threads of this process) mostly does not, so its ratios
+    between models stay meaningful under load."""
+    _sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    _sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def timing_summary(walls: Sequence[float], cpus: Sequence[float]) -> Dict[str, Any]:
+    """median / min / mean wall seconds, median process CPU seconds, and every run."""
+    return {"median_s": statistics.median(walls), "min_s": min(walls),
+            "mean_s": statistics.fmean(walls), "cpu_median_s": statistics.median(cpus),
+            "times_s": list(walls), "cpu_times_s": list(cpus)}
 
 
 # ---------------------------------------------------------------------------------- parts
@@ -354,24 +375,19 @@ def measure_inference(models: Sequence[nn.Module], class_names: Sequence[str], i
             for backbone in backbones:
                 backbone.encode_text(list(class_names))
             _sync(device)
-            results.append({"vocabulary_encoding_s": time.perf_counter() - start, "times_s": []})
+            results.append({"vocabulary_encoding_s": time.perf_counter() - start})
             for _ in range(warmup - 1):
                 model([inputs[-1]])
             with PeakMemory(device) as memory:
                 model([inputs[-1]])
             results[-1]["memory"] = memory.result()
+        runs: List[List[Tuple[float, float]]] = [[] for _ in models]
         for _ in range(iters):
-            for model, x, result in zip(models, inputs, results):
-                device = device_of(model)
-                _sync(device)
-                start = time.perf_counter()
-                model([x])
-                _sync(device)
-                result["times_s"].append(time.perf_counter() - start)
-    for result in results:
-        times = result["times_s"]
-        result.update(median_s=statistics.median(times), min_s=min(times),
-                      mean_s=statistics.fmean(times), iters=iters, warmup=warmup)
+            for model, x, model_runs in zip(models, inputs, runs):
+                model_runs.append(timed(lambda: model([x]), device_of(model)))
+    for result, model_runs in zip(results, runs):
+        walls, cpus = zip(*model_runs)
+        result.update(timing_summary(walls, cpus), iters=iters, warmup=warmup)
     return results
 
 
@@ -406,15 +422,8 @@ def measure_training_step(model: nn.Module, cfg, batch_size: int = 1, warmup: in
         step()
     with PeakMemory(device) as memory:
         step()
-    times = []
-    for _ in range(iters):
-        _sync(device)
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times,
-            "iters": iters, "warmup": warmup, "batch_size": batch_size,
+    walls, cpus = zip(*(timed(step, device) for _ in range(iters)))
+    return {**timing_summary(walls, cpus), "iters": iters, "warmup": warmup, "batch_size": batch_size,
             "crop": list(batch[0]["image"].shape[-2:]), "num_classes": num_classes,
             "amp": cfg.SOLVER.AMP.PRECISION if amp else None, "memory": memory.result()}
 
@@ -464,17 +473,10 @@ def analyze_many(cfgs: Sequence, *, labels: Optional[Sequence[str]] = None,
     """
     labels = list(labels) if labels is not None else [f"config {i}" for i in range(len(cfgs))]
     class_names = vocabulary(num_classes)
-    models = [build_analysis_model(cfg) for cfg in cfgs]
     sizes = [image_size or cfg.MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION for cfg in cfgs]
-    results = []
-    for label, cfg, model, size in zip(labels, cfgs, models, sizes):
-        result = {"label": label, "config": describe(cfg, size, num_classes),
-                  "machine": machine_info(device_of(model)),
-                  "params": count_parameters(model, cfg)}
-        if flops:
-            model.set_vocabulary(class_names)
-            result["flops"] = count_flops(model, cfg, test_input(size, device_of(model)))
-        results.append(result)
+    models = [build_analysis_model(cfg) for cfg in cfgs]
+    results = [static_analysis(label, cfg, model, size, class_names, flops)
+               for label, cfg, model, size in zip(labels, cfgs, models, sizes)]
     if len(set(sizes)) == 1:
         timings = measure_inference(models, class_names, sizes[0], warmup, iters)
     else:  # different inputs: interleaving would not compare like with like anyway
@@ -482,16 +484,26 @@ def analyze_many(cfgs: Sequence, *, labels: Optional[Sequence[str]] = None,
                    for m, s in zip(models, sizes)]
     for result, timing in zip(results, timings):
         result["inference"] = timing
-    del models
+    models.clear()  # the only references: the training phase starts with their memory free
     gc.collect()
     if train:
         for result, cfg in zip(results, cfgs):
-            model = build_analysis_model(cfg)
-            result["train"] = measure_training_step(model, cfg, batch_size, train_warmup,
-                                                    train_iters)
-            del model
+            result["train"] = measure_training_step(build_analysis_model(cfg), cfg, batch_size,
+                                                    train_warmup, train_iters)
             gc.collect()
     return results
+
+
+def static_analysis(label: str, cfg, model: nn.Module, image_size: int,
+                    class_names: Sequence[str], flops: bool = True) -> Dict[str, Any]:
+    """What needs no timing: the config, the machine, parameters and (if ``flops``) FLOPs."""
+    num_classes = len(class_names)
+    result = {"label": label, "config": describe(cfg, image_size, num_classes),
+              "machine": machine_info(device_of(model)), "params": count_parameters(model, cfg)}
+    if flops:
+        model.set_vocabulary(list(class_names))
+        result["flops"] = count_flops(model, cfg, test_input(image_size, device_of(model)))
+    return result
 
 
 def analyze(cfg, **kwargs) -> Dict[str, Any]:
@@ -506,8 +518,10 @@ RATIO_FIELDS = (
     (("params", "inference"), "inference params"),
     (("flops", "gflops"), "FLOPs"),
     (("inference", "median_s"), "inference latency"),
+    (("inference", "cpu_median_s"), "inference CPU time"),
     (("inference", "memory", "peak_bytes"), "inference peak memory"),
     (("train", "median_s"), "training step"),
+    (("train", "cpu_median_s"), "training step CPU time"),
     (("train", "memory", "peak_bytes"), "training peak memory"),
 )
 
@@ -546,9 +560,10 @@ def _cell(value: Optional[float], fmt: str) -> str:
 
 def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
     """One row per result: parameters (total, trainable, added to the first row's), GFLOPs,
-    inference latency and training step (seconds, and ratio to the first row), peak memory."""
-    header = ["config", "params", "trainable", "added", "GFLOPs", "inference (s)", "×",
-              "train step (s)", "×", "peak inference", "peak train"]
+    inference latency and training step (median wall seconds, and the ratios to the first row of
+    the median wall time and of the median process CPU time), peak memory."""
+    header = ["config", "params", "trainable", "added", "GFLOPs", "inference (s)", "× wall",
+              "× CPU", "train step (s)", "× wall", "× CPU", "peak inference", "peak train"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     base = results[0]
     for result in results:
@@ -558,11 +573,13 @@ def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
         rows.append("| " + " | ".join([
             str(result["label"]), f"{params['total']:,}", f"{params['trainable']:,}",
             f"{added:+,}" if added else "0",
-            _cell(_get(result, ("flops", "gflops")), ".1f"),
+            _cell(_get(result, ("flops", "gflops")), ".2f"),
             _cell(_get(result, ("inference", "median_s")), ".2f"),
             _cell(ratio["inference latency"], ".3f"),
+            _cell(ratio["inference CPU time"], ".3f"),
             _cell(_get(result, ("train", "median_s")), ".1f"),
             _cell(ratio["training step"], ".3f"),
+            _cell(ratio["training step CPU time"], ".3f"),
             _mb(_get(result, ("inference", "memory", "peak_bytes"))),
             _mb(_get(result, ("train", "memory", "peak_bytes")))]) + " |")
     return "\n".join(rows)
@@ -596,13 +613,15 @@ def format_result(result: Dict[str, Any]) -> str:
         lines.append(f"FLOPs: not counted ({flops['error']})")
     inference = result["inference"]
     lines.append(f"inference: median {inference['median_s'] * 1e3:.1f} ms (min "
-                 f"{inference['min_s'] * 1e3:.1f}, {inference['iters']} runs after "
+                 f"{inference['min_s'] * 1e3:.1f}; process CPU {inference['cpu_median_s']:.2f} s; "
+                 f"{inference['iters']} runs after "
                  f"{inference['warmup']} warm-up); new vocabulary "
                  f"{inference['vocabulary_encoding_s']:.2f} s once; peak memory "
                  f"{_mb(inference['memory']['peak_bytes'])} (+{_mb(inference['memory']['delta_bytes'])})")
     train = result.get("train")
     if train:
-        lines.append(f"training step: median {train['median_s']:.2f} s (batch "
+        lines.append(f"training step: median {train['median_s']:.2f} s (process CPU "
+                     f"{train['cpu_median_s']:.1f} s; batch "
                      f"{train['batch_size']} x {train['crop'][0]}x{train['crop'][1]}, "
                      f"{train['num_classes']} classes); peak memory "
                      f"{_mb(train['memory']['peak_bytes'])} (+{_mb(train['memory']['delta_bytes'])})")

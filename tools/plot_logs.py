@@ -122,8 +122,9 @@ def plot_runs(runs: Dict[str, List[dict]], output: str, metrics: Sequence[str] =
     """Draw every panel of :func:`panel_keys` with all ``runs`` (label -> records) overlaid.
 
     The PNG is ``cols * 4.5`` by ``rows * 3.2`` inches at ``dpi`` (``cols`` = up to
-    ``PANELS_PER_ROW`` panels per row); the run legend sits inside the top band of the figure. Losses are smoothed by a trailing mean over
-    ``smooth`` logged points; the learning rate and evaluation metrics never are.
+    ``PANELS_PER_ROW`` panels per row); the run legend sits inside the top band of the figure.
+    Losses are smoothed by a trailing mean over ``smooth`` logged points; the learning rate and
+    evaluation metrics never are.
     Returns panel title -> labels of the runs drawn in it.
     """
     import matplotlib
@@ -163,6 +164,10 @@ def plot_runs(runs: Dict[str, List[dict]], output: str, metrics: Sequence[str] =
         ax.grid(alpha=0.3)
         if title == "learning rate":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    # One iteration axis for every panel, so an evaluation point lines up with the losses.
+    last = max((r["iteration"] for records in runs.values() for r in records), default=0)
+    for ax in list(axes.flat)[:len(panels)]:
+        ax.set_xlim(0, max(last, 1) * 1.03)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.legend(list(handles.values()), list(handles), loc="upper center",
