@@ -9,11 +9,12 @@
 #            SKIP_MISSING=1  evaluate what is there instead of stopping at a missing benchmark
 #            NUM_GPUS     processes for evaluation (default 1)
 #            VIS          pictures to save per benchmark under OUTPUT/vis (default 0)
-# Writes OUTPUT/results.md, OUTPUT/results.json and OUTPUT/sem_seg_per_class_<dataset>.csv.
+# Writes OUTPUT/results.md, OUTPUT/results.json, OUTPUT/sem_seg_per_class_<dataset>.csv and
+# OUTPUT/config_eval.yaml (a training run's OUTPUT/config.yaml is left as it was).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 if [ $# -lt 2 ]; then
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 2
 fi
 CONFIG="$1"; WEIGHTS="$2"; OUTPUT="${3:-output/eval/$(basename "$CONFIG" .yaml)}"

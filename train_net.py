@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import weakref
+from contextlib import contextmanager
 
 import torch
 from detectron2.config import get_cfg
@@ -97,6 +98,44 @@ def wrap_ddp(model):
     return ddp
 
 
+EVAL_CONFIG_NAME = "config_eval.yaml"
+
+
+@contextmanager
+def training_config_kept(output_dir: str, enabled: bool):
+    """Inside, ``OUTPUT_DIR/config.yaml`` may be rewritten; after, it is as before and the new
+    dump is ``OUTPUT_DIR/config_eval.yaml``.
+
+    ``default_setup`` always saves the config as ``OUTPUT_DIR/config.yaml``. An evaluation
+    usually writes into its training run's folder (run_ahs.sh does), and its config carries the
+    test protocol (sliding window, pooling [1, 1]); left there, it would replace the training
+    config that ``--resume`` and tools/demo.py read. Only the main process writes files.
+    """
+    if not (enabled and output_dir and comm.is_main_process()):
+        yield
+        return
+    path = os.path.join(output_dir, "config.yaml")
+    previous = None
+    if os.path.isfile(path):
+        with open(path) as f:
+            previous = f.read()
+    try:
+        yield
+    finally:
+        if os.path.isfile(path):
+            os.replace(path, os.path.join(output_dir, EVAL_CONFIG_NAME))
+        if previous is not None:
+            temporary = f"{path}.tmp.{os.getpid()}"
+            with open(temporary, "w") as f:
+                f.write(previous)
+            os.replace(temporary, path)
+        # default_setup has configured detectron2's logger by now (not yet ours).
+        logging.getLogger("detectron2").info(
+            "evaluation config saved as %s; %s", os.path.join(output_dir, EVAL_CONFIG_NAME),
+            "the training run's config.yaml is kept" if previous is not None
+            else "no training config.yaml in this folder")
+
+
 def setup(args):
     cfg = get_cfg()
     add_ahs_config(cfg)
@@ -106,7 +145,8 @@ def setup(args):
         cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     check_config(cfg)
     cfg.freeze()
-    default_setup(cfg, args)
+    with training_config_kept(cfg.OUTPUT_DIR, enabled=args.eval_only):
+        default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cat_seg")
     return cfg
 

@@ -120,13 +120,14 @@ def _flatten(node, prefix=""):
     return out
 
 
-def test_ablation_configs_differ_only_in_their_switches():
+@pytest.mark.parametrize("prefix", ["vitb_384", "vitl_336"])
+def test_ablation_configs_differ_only_in_their_switches(prefix):
     names = ("baseline", "hpa_only", "sdr_only", "afr_only", "full")
     flat = {}
     for n in names:
         cfg = get_cfg()
         add_ahs_config(cfg)
-        cfg.merge_from_file(f"configs/ablations/vitb_384_ahs_{n}.yaml")
+        cfg.merge_from_file(f"configs/ablations/{prefix}_ahs_{n}.yaml")
         flat[n] = _flatten(cfg)
     expected = {"baseline": (False, False, False), "hpa_only": (True, False, False),
                 "sdr_only": (False, True, False), "afr_only": (False, False, True),
@@ -138,7 +139,7 @@ def test_ablation_configs_differ_only_in_their_switches():
     # The main config is the full model; the baseline is the H-CLIP config.
     main, hclip = get_cfg(), get_cfg()
     add_ahs_config(main), add_ahs_config(hclip)
-    main.merge_from_file("configs/vitb_384_ahs.yaml")
-    hclip.merge_from_file("configs/vitb_384_hclip.yaml")
+    main.merge_from_file(f"configs/{prefix}_ahs.yaml")
+    hclip.merge_from_file(f"configs/{prefix}_hclip.yaml")
     assert _flatten(main) == flat["full"]
     assert _flatten(hclip) == flat["baseline"]

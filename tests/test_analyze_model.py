@@ -198,6 +198,16 @@ def test_compare_cli_writes_ratios_measured_in_one_run(tmp_path):
     assert float(rows[3][6]) == pytest.approx(ratios["inference latency"], abs=1e-3)
 
 
+def test_training_only_run_has_no_inference_section(tmp_path, capsys):
+    base = write_tiny_config(tmp_path / "base.yaml")
+    result = analyze_model.main(["--config-file", base, "--num-classes", "4", "--no-inference",
+                                 "--no-flops", "--train-warmup", "0", "--train-iters", "1"])
+    assert "inference" not in result and "flops" not in result
+    assert result["train"]["median_s"] > 0 and result["train"]["memory"]["peak_bytes"] > 0
+    printed = capsys.readouterr().out
+    assert "training step: median" in printed and "inference: median" not in printed
+
+
 def test_bad_arguments_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         analyze_model.load_config(str(tmp_path / "missing.yaml"))

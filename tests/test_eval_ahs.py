@@ -76,6 +76,15 @@ def test_eval_ahs_stops_on_a_missing_benchmark(tmp_path, tiny_weights):
     assert "MISSING A-150" in result.stderr and "prepare_ade20k_150.py" in result.stderr
     assert not (out / "results.json").exists()
 
+    # Evaluating into the training run's folder (as run_ahs.sh does) keeps its config.yaml.
+    training_config = "# the training run's config\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(training_config)
     result, out = _eval(tmp_path, tiny_weights, data, BENCHMARKS="PAS-20,A-150", SKIP_MISSING="1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(json.loads((out / "results.json").read_text())) == ["PAS-20"]
+    assert (out / "config.yaml").read_text() == training_config
+    eval_config = get_cfg()
+    add_ahs_config(eval_config)
+    eval_config.merge_from_file(str(out / "config_eval.yaml"))
+    assert eval_config.TEST.SLIDING_WINDOW and list(eval_config.MODEL.SEM_SEG_HEAD.POOLING_SIZES) == [1, 1]

@@ -460,8 +460,9 @@ def describe(cfg, image_size: int, num_classes: int) -> Dict[str, Any]:
 
 def analyze_many(cfgs: Sequence, *, labels: Optional[Sequence[str]] = None,
                  image_size: Optional[int] = None, num_classes: int = 171, warmup: int = 2,
-                 iters: int = 10, flops: bool = True, train: bool = True, batch_size: int = 1,
-                 train_warmup: int = 1, train_iters: int = 3) -> List[Dict[str, Any]]:
+                 iters: int = 10, flops: bool = True, inference: bool = True, train: bool = True,
+                 batch_size: int = 1, train_warmup: int = 1, train_iters: int = 3
+                 ) -> List[Dict[str, Any]]:
     """Measure every config of ``cfgs`` in this process (inference latency interleaved).
 
     All models are alive together for the inference measurements only; the training steps then
@@ -469,7 +470,8 @@ def analyze_many(cfgs: Sequence, *, labels: Optional[Sequence[str]] = None,
     of the process is that of all models at inference or of one model training, not both.
     ``image_size`` defaults to each config's CLIP resolution. Returns one dict per config with
     ``config`` (what was measured), ``params``, ``flops`` (unless ``flops=False``),
-    ``inference``, ``train`` (unless ``train=False``) and ``machine``.
+    ``inference`` (unless ``inference=False``), ``train`` (unless ``train=False``) and ``machine``.
+    Skipping inference keeps the peak memory to one training model (e.g. ViT-L on a small host).
     """
     labels = list(labels) if labels is not None else [f"config {i}" for i in range(len(cfgs))]
     class_names = vocabulary(num_classes)
@@ -477,7 +479,9 @@ def analyze_many(cfgs: Sequence, *, labels: Optional[Sequence[str]] = None,
     models = [build_analysis_model(cfg) for cfg in cfgs]
     results = [static_analysis(label, cfg, model, size, class_names, flops)
                for label, cfg, model, size in zip(labels, cfgs, models, sizes)]
-    if len(set(sizes)) == 1:
+    if not inference:
+        timings = []
+    elif len(set(sizes)) == 1:
         timings = measure_inference(models, class_names, sizes[0], warmup, iters)
     else:  # different inputs: interleaving would not compare like with like anyway
         timings = [measure_inference([m], class_names, s, warmup, iters)[0]
@@ -561,7 +565,8 @@ def _cell(value: Optional[float], fmt: str) -> str:
 def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
     """One row per result: parameters (total, trainable, added to the first row's), GFLOPs,
     inference latency and training step (median wall seconds, and the ratios to the first row of
-    the median wall time and of the median process CPU time), peak memory."""
+    the median wall time and of the median process CPU time), peak memory (and its growth
+    during the measured step)."""
     header = ["config", "params", "trainable", "added", "GFLOPs", "inference (s)", "× wall",
               "× CPU", "train step (s)", "× wall", "× CPU", "peak inference", "peak train"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -580,13 +585,21 @@ def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
             _cell(_get(result, ("train", "median_s")), ".1f"),
             _cell(ratio["training step"], ".3f"),
             _cell(ratio["training step CPU time"], ".3f"),
-            _mb(_get(result, ("inference", "memory", "peak_bytes"))),
-            _mb(_get(result, ("train", "memory", "peak_bytes")))]) + " |")
+            _memory_cell(_get(result, ("inference", "memory"))),
+            _memory_cell(_get(result, ("train", "memory")))]) + " |")
     return "\n".join(rows)
 
 
 def _mb(n: Optional[float]) -> str:
     return "-" if n is None else f"{n / 2 ** 20:.0f} MiB"
+
+
+def _memory_cell(memory: Optional[Dict[str, Any]]) -> str:
+    """"peak (+growth during the measured step)": on CPU the peak is the process's resident set,
+    which counts every model alive at the time, so the growth is what the step itself needs."""
+    if memory is None:
+        return "-"
+    return f"{_mb(memory['peak_bytes'])} (+{memory['delta_bytes'] / 2 ** 20:.0f})"
 
 
 def format_result(result: Dict[str, Any]) -> str:
@@ -611,13 +624,14 @@ def format_result(result: Dict[str, Any]) -> str:
                          + ", ".join(f"{op} x{n}" for op, n in flops["skipped_ops"].items()))
     elif flops:
         lines.append(f"FLOPs: not counted ({flops['error']})")
-    inference = result["inference"]
-    lines.append(f"inference: median {inference['median_s'] * 1e3:.1f} ms (min "
-                 f"{inference['min_s'] * 1e3:.1f}; process CPU {inference['cpu_median_s']:.2f} s; "
-                 f"{inference['iters']} runs after "
-                 f"{inference['warmup']} warm-up); new vocabulary "
-                 f"{inference['vocabulary_encoding_s']:.2f} s once; peak memory "
-                 f"{_mb(inference['memory']['peak_bytes'])} (+{_mb(inference['memory']['delta_bytes'])})")
+    inference = result.get("inference")
+    if inference:
+        lines.append(
+            f"inference: median {inference['median_s'] * 1e3:.1f} ms (min "
+            f"{inference['min_s'] * 1e3:.1f}; process CPU {inference['cpu_median_s']:.2f} s; "
+            f"{inference['iters']} runs after {inference['warmup']} warm-up); new vocabulary "
+            f"{inference['vocabulary_encoding_s']:.2f} s once; peak memory "
+            f"{_mb(inference['memory']['peak_bytes'])} (+{_mb(inference['memory']['delta_bytes'])})")
     train = result.get("train")
     if train:
         lines.append(f"training step: median {train['median_s']:.2f} s (process CPU "
@@ -625,7 +639,9 @@ def format_result(result: Dict[str, Any]) -> str:
                      f"{train['batch_size']} x {train['crop'][0]}x{train['crop'][1]}, "
                      f"{train['num_classes']} classes); peak memory "
                      f"{_mb(train['memory']['peak_bytes'])} (+{_mb(train['memory']['delta_bytes'])})")
-    lines.append(f"memory: {inference['memory']['method']}")
+    measured = inference or train
+    if measured:
+        lines.append(f"memory: {measured['memory']['method']}")
     machine = result["machine"]
     lines.append(f"machine: {machine['date']}, {machine.get('gpu', machine['cpu'])}, "
                  f"{machine['cpu_count']} CPUs ({machine['torch_threads']} torch threads), "
@@ -638,7 +654,8 @@ def main(argv=None) -> Dict[str, Any]:
     load = dict(random_weights=not args.keep_clip_weights, device=args.device)
     cfg = load_config(args.config_file, args.opts, **load)
     kwargs = dict(image_size=args.image_size, num_classes=args.num_classes, warmup=args.warmup,
-                  iters=args.iters, flops=not args.no_flops, train=not args.no_train,
+                  iters=args.iters, flops=not args.no_flops, inference=not args.no_inference,
+                  train=not args.no_train,
                   batch_size=args.batch_size, train_warmup=args.train_warmup,
                   train_iters=args.train_iters)
     files = [args.config_file] + (args.compare or [])
@@ -694,6 +711,8 @@ def parse_args(argv=None):
     parser.add_argument("--train-iters", type=int, default=3, help="timed training steps")
     parser.add_argument("--batch-size", type=int, default=1, help="images per training step")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    parser.add_argument("--no-inference", action="store_true",
+                        help="skip the inference latency (and its memory)")
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--device", help="cpu, cuda, ... (default: the config's MODEL.DEVICE)")
     parser.add_argument("--keep-clip-weights", action="store_true",
