@@ -15,7 +15,6 @@ import weakref
 from contextlib import contextmanager
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import (DefaultTrainer, SimpleTrainer, default_argument_parser,
                                default_setup, hooks, launch)
@@ -24,7 +23,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from cat_seg import add_ahs_config, check_config
+from cat_seg import build_config
 from cat_seg.data import SemanticDatasetMapper
 from cat_seg.engine import AtomicCheckpointer, MixedPrecisionTrainer, ModelIterationHook, build_optimizer
 from cat_seg.evaluation import build_sem_seg_evaluator
@@ -137,14 +136,7 @@ def training_config_kept(output_dir: str, enabled: bool):
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE == "auto":
-        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-    check_config(cfg)
-    cfg.freeze()
+    cfg = build_config(args.config_file, args.opts)
     with training_config_kept(cfg.OUTPUT_DIR, enabled=args.eval_only):
         default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cat_seg")

@@ -5,7 +5,7 @@ the ``AHSSeg`` meta-architecture, the ``CATSegHead``, the benchmark and syntheti
 """
 from . import data, evaluation  # noqa: F401  (dataset registration)
 from .ahs_seg_model import AHSSeg
-from .config import add_ahs_config
+from .config import add_ahs_config, build_config
 from .config_checks import check_config
 
-__all__ = ["AHSSeg", "add_ahs_config", "check_config"]
+__all__ = ["AHSSeg", "add_ahs_config", "build_config", "check_config"]

@@ -5,7 +5,13 @@ YAML files under ``configs/`` inherit from each other with ``_BASE_``. Keys that
 but that can be derived from another part of the model (e.g. the CLIP width) are not keys: they are
 read off the built model, so they can never disagree with it.
 """
+from typing import Sequence
+
+import torch
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+from .config_checks import check_config
 
 
 def add_ahs_config(cfg: CN) -> None:
@@ -132,3 +138,19 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.RECTIFY_LOSS_WEIGHT = 0.05
     # Hidden width of AFR's channel-attention and certainty heads (32: 49,861 parameters at D=512).
     cfg.MODEL.SEM_SEG_HEAD.RECTIFY_HIDDEN_DIM = 32
+
+
+def build_config(config_file: str, opts: Sequence[str] = ()) -> CN:
+    """The frozen config every entry point runs with: detectron2's defaults + AHS-Seg's keys,
+    ``config_file`` (with its ``_BASE_`` chain), then ``opts`` (KEY VALUE ...); ``MODEL.DEVICE
+    auto`` resolved to "cuda" when a GPU is visible, else "cpu"; validated by
+    :func:`check_config`."""
+    cfg = get_cfg()
+    add_ahs_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE == "auto":
+        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    check_config(cfg)
+    cfg.freeze()
+    return cfg

@@ -72,26 +72,17 @@ def load_config(config_file: str, opts: Sequence[str] = (), *, random_weights: b
                 device: Optional[str] = None):
     """The frozen config of ``config_file`` + ``opts`` for measuring: random CLIP weights unless
     ``random_weights`` is False, ``device`` (default: the config's; "auto" resolved)."""
-    from detectron2.config import get_cfg
-
-    from cat_seg import add_ahs_config, check_config
+    from cat_seg import build_config
 
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
                                 "shipped ones)")
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    overrides = list(opts)
     if random_weights:
-        cfg.MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS = "random"
+        overrides += ["MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS", "random"]
     if device:
-        cfg.MODEL.DEVICE = device
-    if cfg.MODEL.DEVICE == "auto":
-        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-    check_config(cfg)
-    cfg.freeze()
-    return cfg
+        overrides += ["MODEL.DEVICE", device]
+    return build_config(config_file, overrides)
 
 
 def build_analysis_model(cfg) -> nn.Module:

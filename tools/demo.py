@@ -204,68 +204,36 @@ def write_outputs(image: np.ndarray, scores: torch.Tensor, class_names: Sequence
 def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] = None,
               weights: Optional[str] = None):
     """The frozen config: file, then ``opts``, then ``--device`` / ``--weights``; "auto" resolved."""
-    from detectron2.config import get_cfg
-
-    from cat_seg import add_ahs_config, check_config
+    from cat_seg import build_config
 
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
                                 "shipped ones; a training run saved its own as OUTPUT_DIR/config.yaml)")
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    overrides = list(opts)
     if device:
-        cfg.MODEL.DEVICE = device
+        overrides += ["MODEL.DEVICE", device]
     if weights:
-        cfg.MODEL.WEIGHTS = weights
-    if cfg.MODEL.DEVICE == "auto":
-        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-    check_config(cfg)
-    cfg.freeze()
-    return cfg
+        overrides += ["MODEL.WEIGHTS", weights]
+    return build_config(config_file, overrides)
 
 
 def load_weights(model: torch.nn.Module, path: str) -> None:
-    """Load a full AHS-Seg checkpoint (``{"model": state_dict}``, as train_net.py writes).
+    """Load a full AHS-Seg checkpoint (as train_net.py writes) into ``model``.
 
-    Fails when the file is missing or unreadable, and when it lacks weights of the model or has
-    weights of another shape (the checkpoint belongs to another config); checkpoint entries the
-    model has no use for are reported, not fatal.
+    Reading and fitting are the trainer's (:class:`cat_seg.engine.AtomicCheckpointer`): weights
+    only, and a file that is unreadable, or lacks weights of the model or has weights of another
+    shape (the checkpoint belongs to another config), stops with an error. Here only a missing
+    path gets the demo's own advice.
     """
+    from cat_seg.engine import AtomicCheckpointer
+
     if not path:
         raise ValueError("no weights given: pass --weights OUTPUT_DIR/model_final.pth (a checkpoint "
                          "train_net.py / run_ahs.sh wrote) or set MODEL.WEIGHTS in the config")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path} does not exist; train first (run_ahs.sh) or "
                                 "pass the path of a checkpoint (OUTPUT_DIR/model_final.pth)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a corrupt/foreign file
-        raise ValueError(f"weights file {path} could not be read ({type(error).__name__}: "
-                         f"{error}); is it a PyTorch checkpoint? Official CAT-Seg checkpoints "
-                         "convert with tools/convert_checkpoint.py") from error
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f"weights file {path} holds no model state dict (expected "
-                         "{'model': {name: tensor}} as train_net.py writes)")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                   for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or wrong_shape:
-        problems = ([f"{len(missing)} missing (e.g. {', '.join(missing[:4])})"] if missing else []) + \
-                   ([f"{len(wrong_shape)} of another shape (e.g. {'; '.join(wrong_shape[:3])})"]
-                    if wrong_shape else [])
-        raise ValueError(f"weights file {path} does not fit the model built from the config: "
-                         f"{' and '.join(problems)}; pass the config the checkpoint was trained "
-                         "with (its OUTPUT_DIR/config.yaml)")
-    unused = [k for k in state if k not in own]
-    if unused:
-        print(f"[demo] {len(unused)} checkpoint entries unused by this config "
-              f"(e.g. {', '.join(unused[:4])})", file=sys.stderr)
-    model.load_state_dict({k: state[k] for k in own})
+    AtomicCheckpointer(model).load(path)
 
 
 def build_demo_model(cfg) -> torch.nn.Module:
