@@ -107,6 +107,11 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.TEST.SLIDING_WINDOW_CROP = 384
     # Benchmarks (short names) that eval_ahs.sh / tools/eval_benchmarks.py evaluate by default.
     cfg.TEST.BENCHMARKS = ["A-847", "PC-459", "A-150", "PC-59", "PAS-20", "PAS-20b"]
+    # eval_ahs.sh also scores the frozen CLIP alone (adapters bypassed, no head: argmax of the
+    # patch-text cosine, whole image) on every benchmark and reports it beside the model, so a
+    # reader sees what segmentation training added. One CLIP pass per image: cheap for the tiny
+    # CLIP, a few minutes per benchmark for ViT-L.
+    cfg.TEST.FROZEN_CLIP_REFERENCE = False
 
     # ------------------------------------------------------------------ model: AHS modules (HPA, SDR, AFR)
     # HPA: cross-entropy of the patch embeddings against momentum class prototypes (training only).

@@ -120,14 +120,19 @@ def _flatten(node, prefix=""):
     return out
 
 
-@pytest.mark.parametrize("prefix", ["vitb_384", "vitl_336"])
+ABLATION_SETS = {"vitb_384": "configs/ablations/vitb_384_ahs_{}.yaml",
+                 "vitl_336": "configs/ablations/vitl_336_ahs_{}.yaml",
+                 "synthetic": "configs/synthetic/ablations/quickstart_{}.yaml"}
+
+
+@pytest.mark.parametrize("prefix", list(ABLATION_SETS))
 def test_ablation_configs_differ_only_in_their_switches(prefix):
     names = ("baseline", "hpa_only", "sdr_only", "afr_only", "full")
     flat = {}
     for n in names:
         cfg = get_cfg()
         add_ahs_config(cfg)
-        cfg.merge_from_file(f"configs/ablations/{prefix}_ahs_{n}.yaml")
+        cfg.merge_from_file(ABLATION_SETS[prefix].format(n))
         flat[n] = _flatten(cfg)
     expected = {"baseline": (False, False, False), "hpa_only": (True, False, False),
                 "sdr_only": (False, True, False), "afr_only": (False, False, True),
@@ -136,6 +141,14 @@ def test_ablation_configs_differ_only_in_their_switches(prefix):
         diff = {k for k in flat[n] if flat[n][k] != flat["baseline"][k]}
         assert diff <= {f"MODEL.SEM_SEG_HEAD.{s}" for s in SWITCHES}, (n, diff)
         assert tuple(flat[n][f"MODEL.SEM_SEG_HEAD.{s}"] for s in SWITCHES) == expected[n]
+    if prefix == "synthetic":
+        # The quick start is the full model, with its in-training evaluation for the curves.
+        quick = get_cfg()
+        add_ahs_config(quick)
+        quick.merge_from_file("configs/synthetic/quickstart.yaml")
+        diff = {k for k, v in _flatten(quick).items() if v != flat["full"][k]}
+        assert diff == {"TEST.EVAL_PERIOD", "OUTPUT_DIR"}, diff
+        return
     # The main config is the full model; the baseline is the H-CLIP config.
     main, hclip = get_cfg(), get_cfg()
     add_ahs_config(main), add_ahs_config(hclip)

@@ -5,7 +5,8 @@
         [--benchmarks A-847,PC-459,...] [--skip-missing] [--vis N] [--num-gpus N] [KEY VALUE ...]
 
 Writes OUT/results.json (every metric of every benchmark), OUT/results.md (mIoU per benchmark
-plus their mean), OUT/sem_seg_per_class_<dataset>.csv and, with --vis N, N pictures per benchmark
+plus their mean, the chance level and, with TEST.FROZEN_CLIP_REFERENCE, the frozen CLIP's
+zero-shot mIoU), OUT/sem_seg_per_class_<dataset>.csv and, with --vis N, N pictures per benchmark
 under OUT/vis/ (image | ground truth | prediction, with a class legend).
 The benchmarks default to the config's TEST.BENCHMARKS. All of them are checked before the model
 runs: a missing one is reported with its reason and the run stops unless --skip-missing.
@@ -26,6 +27,7 @@ from detectron2.utils import comm  # noqa: E402
 from cat_seg.data import BENCHMARKS  # noqa: E402
 from cat_seg.data.label_io import read_image_rgb, read_label  # noqa: E402
 from cat_seg.engine import AtomicCheckpointer  # noqa: E402
+from cat_seg.evaluation.zero_shot import dense_zero_shot  # noqa: E402
 from cat_seg.utils.visualization import comparison_panel  # noqa: E402
 from train_net import Trainer, setup  # noqa: E402
 
@@ -79,19 +81,32 @@ def check_benchmarks(names):
 
 
 def write_reports(results, output_dir):
+    """OUT/results.json and OUT/results.md. ``results[name]["sem_seg"]`` is the evaluator's
+    dictionary; an optional ``results[name]["frozen_clip"]`` the frozen CLIP's zero-shot one."""
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     names = list(results)
     lines = ["| metric | " + " | ".join(names + ["mean"]) + " |", "|---|" + "---|" * (len(names) + 1)]
+
+    def row(label, values):
+        cells = [f"{v:.1f}" for v in values + [float(np.mean(values))]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
     # mIoU: detectron2 0.6's formula (the published numbers); mIoU_gt: mean over GT classes.
     for metric in ("mIoU", "mIoU_gt"):
-        values = [results[n]["sem_seg"][metric] for n in names]
-        lines.append(f"| {metric} | " + " | ".join(f"{v:.1f}" for v in values + [float(np.mean(values))]) + " |")
+        row(metric, [results[n]["sem_seg"][metric] for n in names])
+    notes = []
+    if all("frozen_clip" in results[n] for n in names):
+        row("frozen CLIP zero-shot mIoU", [results[n]["frozen_clip"]["mIoU"] for n in names])
+        notes.append("frozen CLIP zero-shot: the CLIP weights alone (adapters bypassed, no head, no "
+                     "segmentation training), argmax of the patch-text cosine on the whole image")
+    row("chance mIoU", [results[n]["sem_seg"]["chance_mIoU"] for n in names])
+    notes.append("chance: expected mIoU of uniformly random predictions on the same labels")
     with open(os.path.join(output_dir, "results.md"), "w") as f:
         f.write("Results (%), test protocol: sliding window, pooling [1, 1]. mIoU: detectron2 0.6's "
-                "formula (as published); mIoU_gt: mean over the classes present in the ground truth.\n\n"
-                + "\n".join(lines) + "\n")
+                "formula (as published); mIoU_gt: mean over the classes present in the ground "
+                "truth; " + "; ".join(notes) + ".\n\n" + "\n".join(lines) + "\n")
     return "\n".join(lines)
 
 
@@ -121,6 +136,8 @@ def main(args):
                                                   args.vis))
         loader = Trainer.build_test_loader(cfg, dataset)
         results[name] = inference_on_dataset(model, loader, DatasetEvaluators(evaluators))
+        if cfg.TEST.FROZEN_CLIP_REFERENCE and comm.is_main_process():
+            results[name]["frozen_clip"] = dense_zero_shot(model.backbone, dataset)
     if comm.is_main_process():
         table = write_reports(results, args.output)
         print(table)

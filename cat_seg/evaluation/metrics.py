@@ -27,6 +27,11 @@ and, as in detectron2 (unchanged between 0.6 and 0.7):
 * ``mACC  = mean_{c: gt_c>0} ACC_c``
 * ``pACC  = Σ tp / Σ gt``
 
+and, to read a figure against, the **chance** level: the expected ``mIoU`` of a predictor that
+draws every pixel's class uniformly from the K classes. With ``q_c = gt_c / Σ gt``, its expected
+``tp_c = q_c·N/K``, ``pred_c = N/K``, so ``IoU_c = q_c / (1 + (K − 1)·q_c)``; every class is predicted,
+so detectron2 0.6's formula divides by K: ``chance = Σ_c q_c / (1 + (K − 1)·q_c) / K``.
+
 All reported in percent. Per-class ``IoU`` differs from detectron2's per-class dictionary in one
 place only: a class predicted but absent from the ground truth shows 0.0 here (its true IoU,
 which detectron2 0.6's mIoU already counts as 0) where detectron2 shows NaN.
@@ -49,6 +54,21 @@ class SegmentationMetrics:
     acc: np.ndarray
     gt_pixels: np.ndarray
     pred_pixels: np.ndarray
+
+    @property
+    def chance_miou(self) -> float:
+        """Expected mIoU of uniformly random predictions (see the module docstring), percent."""
+        return chance_miou(self.gt_pixels)
+
+
+def chance_miou(gt_pixels) -> float:
+    """``100 · Σ_c q_c / (1 + (K − 1)·q_c) / K`` for per-class ground-truth pixel counts (K,)."""
+    gt = np.asarray(gt_pixels, dtype=np.float64)
+    if gt.ndim != 1 or gt.size == 0 or gt.sum() <= 0:
+        raise ValueError("chance_miou needs a non-empty vector of pixel counts with a positive sum")
+    q = gt / gt.sum()
+    k = gt.size
+    return float(100.0 * np.sum(q / (1.0 + (k - 1) * q)) / k)
 
 
 def compute_metrics(confusion) -> SegmentationMetrics:

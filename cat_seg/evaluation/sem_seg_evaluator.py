@@ -48,7 +48,7 @@ class SemSegEvaluator(DatasetEvaluator):
     ignore label stop the evaluation with an error naming the file.
 
     ``evaluate()`` returns ``{"sem_seg": {"mIoU", "mIoU_gt", "fwIoU", "mACC", "pACC",
-    "IoU-<class>"..., "ACC-<class>"...}}`` in percent (formulas in
+    "chance_mIoU", "IoU-<class>"..., "ACC-<class>"...}}`` in percent (formulas in
     :mod:`cat_seg.evaluation.metrics`) on the main process and ``None`` elsewhere. After it,
     :attr:`metrics` holds the merged :class:`SegmentationMetrics` and
     :meth:`write_per_class_csv` writes the per-class table; with ``output_dir`` set the table
@@ -168,7 +168,7 @@ class SemSegEvaluator(DatasetEvaluator):
         m = self.metrics
         res = OrderedDict(
             [("mIoU", m.miou), ("mIoU_gt", m.miou_gt), ("fwIoU", m.fwiou),
-             ("mACC", m.macc), ("pACC", m.pacc)]
+             ("mACC", m.macc), ("pACC", m.pacc), ("chance_mIoU", m.chance_miou)]
         )
         for name, value in zip(self.class_names, m.iou):
             res[f"IoU-{name}"] = float(value)

@@ -44,6 +44,39 @@ def resample_position_embedding(position_embedding: torch.Tensor,
     return torch.cat([position_embedding[:1], resized.reshape(width, -1).T], dim=0)
 
 
+def embed_patches(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The tokens entering the first block: ``ln_pre([cls; patches] + positions)``, (B, 1 + h·w, W),
+    the positional embeddings resampled to the images' grid."""
+    x = visual.conv1(images)  # (B, W, h, w)
+    grid = x.shape[-2:]
+    x = x.flatten(2).transpose(1, 2)  # (B, h·w, W)
+    cls_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls_token, x], dim=1)
+    x = x + resample_position_embedding(visual.positional_embedding, grid).to(x.dtype)
+    return visual.ln_pre(x)
+
+
+def encode_image_global_and_dense(
+    visual: nn.Module,
+    images: torch.Tensor,
+    weights: Sequence[ProjectionWeights],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's image embedding and the dense patch embeddings, from one pass over blocks 0 … L−2.
+
+    Returns global (B, D): the class token through the full last block, ``ln_post``, ``proj`` (what
+    CLIP's contrastive pretraining aligns with text); dense (B, h·w, D): as
+    :func:`encode_image_tokens`. Neither is normalised.
+    """
+    x = embed_patches(visual, images)
+    blocks = visual.transformer.resblocks
+    for block, block_weights in zip(blocks[:-1], weights[:-1]):
+        x = residual_block_forward(block, x, block_weights)
+    # The class token attends to every token of the last block: the full block on the sequence.
+    cls_out = residual_block_forward(blocks[-1], x, weights[-1])[:, 0]
+    dense = dense_block_forward(blocks[-1], x, weights[-1])
+    return visual.ln_post(cls_out) @ visual.proj, visual.ln_post(dense) @ visual.proj
+
+
 def encode_image_tokens(
     visual: nn.Module,
     images: torch.Tensor,
@@ -60,14 +93,7 @@ def encode_image_tokens(
         dense (B, h·w, D): the last block in dense mode, ``ln_post``, ``proj`` (not normalised);
         guidance: per requested layer, (B, h·w, W) patch tokens (class token dropped), in that order.
     """
-    x = visual.conv1(images)  # (B, W, h, w)
-    grid = x.shape[-2:]
-    x = x.flatten(2).transpose(1, 2)  # (B, h·w, W)
-    cls_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = torch.cat([cls_token, x], dim=1)
-    x = x + resample_position_embedding(visual.positional_embedding, grid).to(x.dtype)
-    x = visual.ln_pre(x)
-
+    x = embed_patches(visual, images)
     blocks = visual.transformer.resblocks
     wanted = {layer: None for layer in guidance_layers}
     for index, (block, block_weights) in enumerate(zip(blocks[:-1], weights[:-1])):
