@@ -75,3 +75,34 @@ def test_cli_measures_every_config_in_one_run(tmp_path, capsys):
     assert added > 0  # the second aggregation layer's parameters
     assert float(rows[2][5].strip(" |×")) > 0
     assert "ablations.md" in capsys.readouterr().out
+
+
+def _seeded_run(root, name, seed, seen, unseen, s_per_iter):
+    write_results(root / name, f"seed{seed}", {"Syn-seen": seen, "Syn-unseen": unseen})
+    (root / name / f"seed{seed}" / "log.txt").write_text(
+        "[12/01 10:00:00 d2.engine.hooks]: Overall training speed: 398 iterations in 0:02:30 "
+        f"({s_per_iter} s / it)\n")
+
+
+def test_seeded_table_mean_std_harmonic_mean_and_speed_ratio(tmp_path):
+    _seeded_run(tmp_path, "baseline", 0, 60.0, 20.0, 0.40)
+    _seeded_run(tmp_path, "baseline", 1, 62.0, 30.0, 0.42)
+    _seeded_run(tmp_path, "full", 0, 64.0, 32.0, 0.60)
+    _seeded_run(tmp_path, "full", 1, 66.0, 32.0, 0.66)
+    text = ablation_table.main(["--root", str(tmp_path), "--names", "baseline", "full",
+                                "--configs", "unused.yaml", "unused.yaml", "--seeds", "0", "1",
+                                "--output", str(tmp_path / "table.md")])
+    # baseline harmonic means: 2·60·20/80 = 30.0 and 2·62·30/92 = 40.43 -> 35.2 ± 7.4
+    # full: 2·64·32/96 = 42.67 and 2·66·32/98 = 43.10 -> 42.9 ± 0.3; speed 0.63 / 0.41 = 1.54
+    assert text.splitlines()[-4:] == [
+        "| ablation | Syn-seen | Syn-unseen | harmonic mean | s / iter | train time |",
+        "|---|---|---|---|---|---|",
+        "| baseline | 61.0 ± 1.4 | 25.0 ± 7.1 | 35.2 ± 7.4 | 0.410 | ×1.00 |",
+        "| full | 65.0 ± 1.4 | 32.0 ± 0.0 | 42.9 ± 0.3 | 0.630 | ×1.54 |",
+    ]
+    assert (tmp_path / "table.md").read_text() == text
+    (tmp_path / "full" / "seed1" / "log.txt").write_text("crashed\n")
+    with pytest.raises(ValueError, match="Overall training speed"):
+        ablation_table.main(["--root", str(tmp_path), "--names", "baseline", "full",
+                             "--configs", "a", "b", "--seeds", "0", "1",
+                             "--output", str(tmp_path / "table.md")])

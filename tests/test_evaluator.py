@@ -308,3 +308,24 @@ def test_compute_metrics_on_a_matrix():
     m = compute_metrics(np.array([[4, 0, 0], [0, 6, 0], [0, 0, 0]]))
     assert (m.miou, m.miou_gt, m.pacc, m.macc, m.fwiou) == (100.0, 100.0, 100.0, 100.0, 100.0)
     assert math.isnan(m.iou[2])
+
+
+def test_chance_miou_by_hand_and_by_simulation():
+    from cat_seg.evaluation.metrics import chance_miou
+
+    # Two classes, equal areas: IoU of a random guesser = (1/4) / (1/2 + 1/2 - 1/4) = 1/3.
+    assert chance_miou([50, 50]) == pytest.approx(100 / 3)
+    # K = 4, one class owns everything: its IoU is 1/4; the other three are never right (0).
+    assert chance_miou([10, 0, 0, 0]) == pytest.approx(100 * 0.25 / 4)
+    with pytest.raises(ValueError):
+        chance_miou([0, 0])
+
+    # Against uniformly random predictions on skewed labels (K = 5, q = .5 .2 .15 .1 .05).
+    rng = np.random.default_rng(0)
+    gt_pixels = np.array([500_000, 200_000, 150_000, 100_000, 50_000])
+    gt = np.repeat(np.arange(5), gt_pixels)
+    pred = rng.integers(0, 5, size=gt.size)
+    confusion = np.bincount(gt * 5 + pred, minlength=25).reshape(5, 5)
+    simulated = compute_metrics(confusion)
+    assert simulated.chance_miou == pytest.approx(chance_miou(gt_pixels))
+    assert simulated.miou == pytest.approx(chance_miou(gt_pixels), abs=0.2)
