@@ -175,4 +175,5 @@ def test_shipped_weights(tmp_path):
     finally:
         register_synthetic_datasets()
     assert wide.top1 >= 85.0, wide.per_class
-    assert dense["mIoU"] >= 20.0 > dense["chance_mIoU"] + 10.0, dense
+    assert dense["mIoU"] >= 20.0, dense
+    assert dense["mIoU"] > dense["chance_mIoU"] + 10.0, dense
