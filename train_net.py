@@ -25,8 +25,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cat_seg import build_config
 from cat_seg.data import SemanticDatasetMapper
+from cat_seg.data.resumable_stream import ResumableTrainingStream
 from cat_seg.engine import AtomicCheckpointer, MixedPrecisionTrainer, ModelIterationHook, build_optimizer
 from cat_seg.evaluation import build_sem_seg_evaluator
+from cat_seg.utils.paths import check_output_dir
 
 
 class Trainer(DefaultTrainer):
@@ -50,7 +52,12 @@ class Trainer(DefaultTrainer):
         else:
             self._trainer = SimpleTrainer(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        # The data stream's seed is saved with the weights: --resume continues the same stream.
+        self.train_stream = getattr(data_loader, "dataset", None)
+        streams = ({"train_stream": self.train_stream}
+                   if isinstance(self.train_stream, ResumableTrainingStream) else {})
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
+                                               **streams)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -65,9 +72,41 @@ class Trainer(DefaultTrainer):
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
 
+    def resume_or_load(self, resume=True):
+        """``--resume``: the last checkpoint of OUTPUT_DIR, strictly (weights it has that the
+        model lacks mean the config changed: an error unless MODEL.ALLOW_UNEXPECTED_WEIGHTS).
+        Otherwise MODEL.WEIGHTS, for fine-tuning: weights of another model's modules that this
+        one lacks are dropped with a warning naming them, as detectron2 does. The data stream
+        then continues at the resumed iteration."""
+        resuming = resume and self.checkpointer.has_checkpoint()
+        self.checkpointer.allow_unexpected = (self.cfg.MODEL.ALLOW_UNEXPECTED_WEIGHTS
+                                              or not resuming)
+        if not resuming and self.cfg.MODEL.WEIGHTS:
+            logging.getLogger("cat_seg").info(
+                "fine-tuning from MODEL.WEIGHTS %s (not a resume): weights of modules this model "
+                "does not have are dropped with a warning", self.cfg.MODEL.WEIGHTS)
+        super().resume_or_load(resume=resume)
+        if isinstance(self.train_stream, ResumableTrainingStream):
+            self.train_stream.start_iter = self.start_iter
+
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=SemanticDatasetMapper(cfg, is_train=True))
+        """Batches as a pure function of (seed, iteration), so --resume continues the very
+        stream of the killed run (cat_seg.data.resumable_stream). The seed is SEED, or a random
+        one drawn here when SEED < 0 (saved in the checkpoints)."""
+        records = DatasetCatalog.get(cfg.DATASETS.TRAIN[0]) if len(cfg.DATASETS.TRAIN) == 1 else \
+            [r for name in cfg.DATASETS.TRAIN for r in DatasetCatalog.get(name)]
+        seed = cfg.SEED if cfg.SEED >= 0 else int(torch.randint(0, 2 ** 31 - 1, ()).item())
+        world = comm.get_world_size()
+        if cfg.SOLVER.IMS_PER_BATCH % world:
+            raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible "
+                             f"by the {world} processes; make it a multiple")
+        stream = ResumableTrainingStream(records, SemanticDatasetMapper(cfg, is_train=True), seed,
+                                         cfg.SOLVER.IMS_PER_BATCH // world, comm.get_rank(), world)
+        return build_detection_train_loader(dataset=stream, mapper=None,
+                                            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+                                            aspect_ratio_grouping=False,
+                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -147,12 +186,16 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
+                                          allow_unexpected=cfg.MODEL.ALLOW_UNEXPECTED_WEIGHTS)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
+            saved = copy.deepcopy(results)
+            if checkpointer.ignored_keys:
+                saved["weights"] = weights_record(cfg.MODEL.WEIGHTS, checkpointer)
             with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
-                json.dump(copy.deepcopy(results), f, indent=2)
+                json.dump(saved, f, indent=2)
             verify_results(cfg, results)
         return results
 
@@ -161,8 +204,39 @@ def main(args):
     return trainer.train()
 
 
+def weights_record(path: str, checkpointer: AtomicCheckpointer) -> dict:
+    """What an evaluation states about its weights in its results file."""
+    return {"file": path, "allow_unexpected_weights": checkpointer.allow_unexpected,
+            "ignored_keys": len(checkpointer.ignored_keys),
+            "ignored_modules": sorted({".".join(k.split(".")[:2]) for k in checkpointer.ignored_keys})}
+
+
+def check_before_launch(args) -> None:
+    """What can be checked before any process starts or any model is built: the config, the
+    output folder, and the weights an evaluation needs. Raises with a one-line message."""
+    cfg = build_config(args.config_file, args.opts)
+    if args.machine_rank == 0:
+        check_output_dir(cfg.OUTPUT_DIR, "output folder (OUTPUT_DIR)")
+    last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
+    resuming = args.resume and os.path.isfile(last)
+    if args.eval_only and not cfg.MODEL.WEIGHTS and not resuming:
+        raise ValueError("--eval-only without weights would evaluate an untrained model: pass "
+                         "MODEL.WEIGHTS OUTPUT_DIR/model_final.pth (or --resume with a run's "
+                         "OUTPUT_DIR)")
+    if cfg.MODEL.WEIGHTS and not resuming and "://" not in cfg.MODEL.WEIGHTS \
+            and not os.path.isfile(cfg.MODEL.WEIGHTS):
+        raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist; pass the "
+                                "path of a checkpoint train_net.py wrote "
+                                "(OUTPUT_DIR/model_final.pth), or leave it empty to start from "
+                                "the CLIP weights")
+
+
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
+    try:
+        check_before_launch(args)
+    except (OSError, ValueError, KeyError, AssertionError) as error:
+        raise SystemExit(f"[train_net] {error}")
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

@@ -45,6 +45,11 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.SOLVER.AMP.PRECISION = "bfloat16"
     # "auto": CUDA when a GPU is visible, else CPU. Any torch device string also works.
     cfg.MODEL.DEVICE = "auto"
+    # Loading MODEL.WEIGHTS for evaluation, the demo or --resume: weights in the file that the
+    # model does not have (a checkpoint of another config) stop with an error unless True; then
+    # they are dropped, logged, and recorded in eval_ahs.sh's results.json. Fine-tuning from
+    # MODEL.WEIGHTS (training without --resume) always drops them with a warning, as detectron2.
+    cfg.MODEL.ALLOW_UNEXPECTED_WEIGHTS = False
 
     # ------------------------------------------------------------------ model: CLIP backbone
     cfg.MODEL.META_ARCHITECTURE = "AHSSeg"
