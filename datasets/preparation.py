@@ -9,7 +9,8 @@ module gives them the same behaviour:
 * **progress**: a ``tqdm`` bar per conversion (shown on terminals);
 * **summary**: a final report that counts the files each output folder holds, compares them with
   the official counts (``--expect KEY=N`` overrides one, e.g. for a subset), names missing
-  source folders with the download that provides them, lists failed files, and sets the exit
+  source folders with the download that provides them, lists failed files, checks that every
+  image and its label have the same size (listing the pairs that differ), and sets the exit
   status (0 only when every check passed).
 
 Only numpy, Pillow, scipy and tqdm are needed; the scripts do not import ``cat_seg``.
@@ -203,6 +204,47 @@ def count_files(folder: Path, suffix: str) -> int:
     return sum(
         1 for name in os.listdir(folder) if name.endswith(suffix) and not name.startswith(".")
     )
+
+
+def image_size(path: Path) -> Tuple[int, int]:
+    """(height, width) of an image or label file, from its header (the pixels are not decoded)."""
+    with Image.open(path) as img:
+        return img.height, img.width
+
+
+def _pair_size_error(pair: Tuple[Path, Path]) -> Optional[str]:
+    image, label = pair
+    if not (image.is_file() and label.is_file()):
+        return None  # missing files are reported by the counts
+    try:
+        (ih, iw), (lh, lw) = image_size(image), image_size(label)
+    except Exception as e:  # noqa: BLE001 - reported per pair
+        return f"{image} / {label}: unreadable ({type(e).__name__}: {e})"
+    if (ih, iw) != (lh, lw):
+        return f"image {image} is {ih}x{iw} but its label {label} is {lh}x{lw}"
+    return None
+
+
+def check_pair_sizes(summary: "Summary", label: str, pairs: Sequence[Tuple[Path, Path]],
+                     workers: int = 1) -> int:
+    """Record a problem for every (image, label) pair whose sizes differ (an evaluation would
+    stop at the first one); returns how many differ. Pairs with a missing file are skipped."""
+    if workers > 1 and len(pairs) > 64:
+        with Pool(min(workers, 8)) as pool:
+            errors = [e for e in pool.imap(_pair_size_error, pairs, 64) if e]
+    else:
+        errors = [e for e in map(_pair_size_error, pairs) if e]
+    if errors:
+        summary.problem(f"{label}: {len(errors)} of {len(pairs)} image/label pairs differ in size "
+                        "(images and labels from different downloads or versions?); re-download "
+                        "and convert them (--overwrite):")
+        for text in errors[:_MAX_LISTED]:
+            summary.problem(f"  {text}")
+        if len(errors) > _MAX_LISTED:
+            summary.problem(f"  ... and {len(errors) - _MAX_LISTED} more pairs")
+    else:
+        summary.note(f"{label}: image and label sizes match ({len(pairs)} pairs)")
+    return len(errors)
 
 
 def read_id_list(path: Path) -> List[str]:

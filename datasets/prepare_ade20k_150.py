@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from preparation import (
-    Summary, Task, build_parser, check_values, count_files, expected_counts, read_index_map,
-    run_tasks, write_png_label,
+    Summary, Task, build_parser, check_pair_sizes, check_values, count_files, expected_counts,
+    read_index_map, run_tasks, write_png_label,
 )
 
 OFFICIAL_COUNTS = {"validation": 2000}
@@ -60,6 +60,8 @@ def main(argv=None) -> int:
                 f"validation {label}", count_files(folder, suffix), expected["validation"],
                 folder, "validation",
             )
+        check_pair_sizes(summary, "validation", [(image_dir / f"{t.name}.jpg", t.outputs[0])
+                                                 for t in tasks], args.workers)
     return summary.finish()
 
 

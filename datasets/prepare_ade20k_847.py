@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from preparation import (
+    check_pair_sizes,
     Summary, Task, build_parser, count_files, expected_counts, run_tasks, write_jpeg,
     write_tiff_label,
 )
@@ -252,6 +253,7 @@ def main(argv=None) -> int:
                 f"validation {label}", count_files(folder, suffix), expected["validation"],
                 folder, "validation",
             )
+        check_pair_sizes(summary, "validation", [t.outputs for t in tasks], args.workers)
     return summary.finish()
 
 

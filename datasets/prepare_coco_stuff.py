@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from preparation import (
+    check_pair_sizes,
     Summary, Task, build_parser, check_values, count_files, expected_counts, read_index_map,
     run_tasks, write_png_label,
 )
@@ -88,6 +89,8 @@ def main(argv=None) -> int:
         summary.check_count(
             f"{split} images", count_files(image_dir, ".jpg"), expected[split], image_dir, split
         )
+        check_pair_sizes(summary, split, [(image_dir / f"{t.name}.jpg", t.outputs[0])
+                                          for t in tasks], args.workers)
     return summary.finish()
 
 

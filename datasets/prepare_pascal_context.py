@@ -25,6 +25,7 @@ import numpy as np
 import scipy.io
 
 from preparation import (
+    check_pair_sizes,
     Summary, Task, build_parser, check_values, count_files, expected_counts, read_id_list,
     run_tasks, write_png_label, write_tiff_label,
 )
@@ -115,6 +116,10 @@ def main(argv=None) -> int:
             )
         else:
             summary.note(f"images: all {len(ids)} listed images are in {voc / 'JPEGImages'}")
+        check_pair_sizes(summary, "val", [(voc / "JPEGImages" / f"{i}.jpg", out / f"{i}.{ext}")
+                                          for i in ids
+                                          for out, ext in ((pc59_dir, "png"), (pc459_dir, "tif"))],
+                         args.workers)
     return summary.finish()
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from preparation import (
+    check_pair_sizes,
     Summary, Task, build_parser, check_values, count_files, expected_counts, read_id_list,
     read_index_map, run_tasks, write_png_label,
 )
@@ -91,6 +92,8 @@ def main(argv=None) -> int:
             )
         else:
             summary.note(f"images: all {len(ids)} listed images are in {voc / 'JPEGImages'}")
+        check_pair_sizes(summary, "val", [(voc / "JPEGImages" / f"{i}.jpg", out / f"{i}.png")
+                                          for i in ids for out in (out20, out20b)], args.workers)
     return summary.finish()
 
 

@@ -145,6 +145,18 @@ def test_label_values_outside_the_classes_in_evaluation(tmp_path, dataset, model
         _evaluate(model)
 
 
+def test_image_and_label_of_different_sizes_in_evaluation(tmp_path, dataset, model):
+    """The data is named as the cause (both files), not the model; the prepare scripts list
+    such pairs beforehand (test_prepare_datasets.py::test_image_and_label_sizes_are_checked...)."""
+    record = _scene(tmp_path, size=(48, 64))
+    _save(record["sem_seg_file_name"], np.zeros((40, 64), np.uint8))
+    dataset.append(record)
+    with pytest.raises(ValueError, match=r"the data is inconsistent, not the model: label "
+                                         r".*a_label\.png is 40x64 but its image .*a\.png is 48x64"
+                                         r".*re-run the dataset's prepare script"):
+        _evaluate(model)
+
+
 @pytest.mark.parametrize("content, message", [
     ('["sky", "grass",', "is not valid JSON"),
     ("[]", "must be a JSON list of non-empty"),

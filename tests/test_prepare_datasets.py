@@ -415,3 +415,16 @@ def test_prepared_outputs_load_through_the_registration(tmp_path):
             assert (dicts[0]["height"], dicts[0]["width"]) == (2, 3)
     finally:
         register_all_benchmarks()
+
+
+def test_image_and_label_sizes_are_checked_and_differing_pairs_listed(tmp_path, capsys):
+    """An evaluation stops at the first image whose label has another size; the prepare script
+    finds them all first (shared check in preparation.py, run by every script)."""
+    _ade150_inputs(tmp_path, [np.ones((4, 6)), np.ones((5, 7))])
+    _jpg(tmp_path / "ADEChallengeData2016/images/validation/ADE_val_00000002.jpg", 7, 5)
+    assert _run(prepare_ade20k_150, tmp_path, "--expect", "validation=2") == 1
+    summary = capsys.readouterr().out
+    assert "All checks passed." not in summary
+    assert "1 of 2 image/label pairs differ in size" in summary
+    assert "ADE_val_00000002.jpg is 7x5 but its label" in summary
+    assert "ADE_val_00000002.png is 5x7" in summary and "ADE_val_00000001.jpg is" not in summary

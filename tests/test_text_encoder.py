@@ -99,3 +99,26 @@ def test_bypassed_text_is_graph_free_and_cached_even_while_training():
     with backbone.adapters_bypassed():
         teacher = backbone.encode_text(NAMES)
         assert not teacher.requires_grad and backbone.encode_text(NAMES) is teacher
+
+
+def test_names_longer_than_the_context_are_warned_once_naming_the_dropped_tokens(caplog):
+    """Two long names differing only at the end get identical embeddings (the tokenizer keeps
+    76 tokens + end): the warning says so, once per name, with the count of dropped tokens."""
+    from cat_seg.modeling.clip import prompts
+
+    backbone = tiny_backbone().eval()
+    stem = " ".join(["very"] * 80) + " large"
+    names = [stem + " red house", stem + " blue boat", "sky"]
+    prompts._WARNED_TRUNCATED.clear()
+    with caplog.at_level("WARNING"), torch.no_grad():
+        text = backbone.encode_text(names)
+        backbone.clear_caches()
+        backbone._token_cache.clear()
+        backbone.encode_text(names)  # a second encoding: no second warning
+    torch.testing.assert_close(text[0], text[1])  # what the warning is about
+    warnings = [r.getMessage() for r in caplog.records if "too long" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    # "A photo of a" (4) + 80 + "large" + 2 words + "in the scene" (3) + start/end = 92 tokens.
+    assert "red house" in warnings[0] and "the last 15 token(s) are dropped" in warnings[0]
+    assert "77-token context" in warnings[0] and "blue boat" in warnings[1]
+    assert not any("'sky'" in w for w in warnings)

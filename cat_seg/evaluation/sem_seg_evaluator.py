@@ -119,9 +119,20 @@ class SemSegEvaluator(DatasetEvaluator):
             pred = self.map_prediction(pred, scores.shape[0], label_path)
             gt = torch.from_numpy(read_label(label_path)).to(pred.device)
             if gt.shape != pred.shape:
+                image_path = record.get("file_name", "?")
+                expected = (record.get("height"), record.get("width"))
+                if tuple(pred.shape) == expected or None in expected:
+                    raise ValueError(
+                        f"the data is inconsistent, not the model: label {label_path} is "
+                        f"{gt.shape[0]}x{gt.shape[1]} but its image {image_path} is "
+                        f"{pred.shape[0]}x{pred.shape[1]} (the prediction has the image's size); "
+                        "an image and its label must have the same size — re-run the dataset's "
+                        "prepare script (its summary lists the pairs that differ)"
+                    )
                 raise ValueError(
-                    f"{label_path}: label map is {tuple(gt.shape)} but the prediction is "
-                    f"{tuple(pred.shape)}; the model must return scores at the original size"
+                    f"{label_path}: the prediction is {tuple(pred.shape)} but the image "
+                    f"{image_path} is {expected[0]}x{expected[1]}; the model must return scores at "
+                    "the original image size"
                 )
             self._accumulate(gt, pred, label_path)
 

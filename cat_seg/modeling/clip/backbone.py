@@ -68,7 +68,7 @@ from .blocks import ProjectionWeights, SplitQKVSelfAttention
 from .checkpoint import convert_clip_state_dict, load_clip_weights, read_checkpoint, resolve_weights
 from .encoders import encode_image_tokens, encode_text_tokens
 from .oft import TEXT, VISION, HCLIPOrthogonalAdapter
-from .prompts import build_prompts, clip_tokenizer, prompt_templates
+from .prompts import build_prompts, clip_tokenizer, prompt_templates, warn_truncated
 
 FINETUNE_MODES = ("oft_both", "attention", "frozen")
 # Vocabularies whose embeddings / tokens are kept (an evaluation cycles through a few test sets).
@@ -313,6 +313,7 @@ class CLIPBackbone(nn.Module):
         """Token ids (T·P, context) of the prompts, on CLIP's device (cached per vocabulary)."""
         tokens = self._token_cache.get(names)
         if tokens is None:
+            warn_truncated(names, prompts, self.tokenizer)
             tokens = self.tokenizer(prompts)
             _remember(self._token_cache, names, tokens)
         return tokens.to(self.clip.token_embedding.weight.device)

@@ -7,8 +7,9 @@
 A class name ``"a, b"`` lists synonyms; prompts use the first one, ``"a"``. Prompts are tokenized
 with OpenAI's BPE tokenizer (open_clip's ``SimpleTokenizer``, the same ids as CAT-Seg's copy of it).
 """
+import logging
 from functools import lru_cache
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Set, Tuple
 
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
@@ -54,3 +55,43 @@ def clip_tokenizer(context_length: int) -> SimpleTokenizer:
     """OpenAI's BPE tokenizer padding/truncating to ``context_length``; built once per length
     (reading its 49,408-token vocabulary takes a noticeable fraction of a second)."""
     return SimpleTokenizer(context_length=context_length)
+
+
+# Class names already warned about (once per name and context length, per process).
+_WARNED_TRUNCATED: Set[Tuple[str, int]] = set()
+
+
+def truncated_names(class_names: Sequence[str], prompts: Sequence[str],
+                    tokenizer: SimpleTokenizer) -> Dict[str, Tuple[int, str]]:
+    """``{class name: (tokens dropped, longest prompt)}`` for the names whose prompt (with the
+    start and end tokens) exceeds the tokenizer's context; ``prompts`` class-major as
+    :func:`build_prompts` makes them. The tokenizer keeps the first ``context - 1`` tokens and
+    the end token: the rest of the name is never seen by the text encoder."""
+    context = tokenizer.context_length
+    per_class = len(prompts) // max(len(class_names), 1)
+    found: Dict[str, Tuple[int, str]] = {}
+    for t, name in enumerate(class_names):
+        for prompt in prompts[t * per_class:(t + 1) * per_class]:
+            dropped = len(tokenizer.encode(prompt)) + 2 - context
+            if dropped > 0 and dropped > found.get(name, (0, ""))[0]:
+                found[name] = (dropped, prompt)
+    return found
+
+
+def warn_truncated(class_names: Sequence[str], prompts: Sequence[str],
+                   tokenizer: SimpleTokenizer) -> Dict[str, Tuple[int, str]]:
+    """Log a warning, once per class name, for each name cut by the context (see
+    :func:`truncated_names`); returns all the cut names."""
+    found = truncated_names(class_names, prompts, tokenizer)
+    for name, (dropped, prompt) in found.items():
+        key = (name, tokenizer.context_length)
+        if key in _WARNED_TRUNCATED:
+            continue
+        _WARNED_TRUNCATED.add(key)
+        logging.getLogger(__name__).warning(
+            "class name %r is too long for CLIP's %d-token context: in the prompt %r the last %d "
+            "token(s) are dropped, so the text encoder never sees the end of the name (two names "
+            "that differ only there get identical embeddings). Shorten the name, or put the "
+            "distinguishing words first.", name, tokenizer.context_length,
+            prompt if len(prompt) <= 120 else prompt[:117] + "...", dropped)
+    return found
