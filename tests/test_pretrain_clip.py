@@ -150,14 +150,15 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "pretrained", "ahs_tiny16_synthetic.pt")
-SHIPPED_SHA256 = "130c5845ac0da5cae9488289f3d4ba994653194070181cff201e59a05e574954"
+SHIPPED_SHA256 = "04759b2f7c422df17bdf25f9637b8dff267007a94bb27b5433d41743b807b5b9"
 
 
 @pytest.mark.slow
 def test_shipped_weights(tmp_path):
     """Regression guard on the committed miniature CLIP (pretrained/README.md): the file is the one
     documented, it loads as CLIP_WEIGHTS does, and it still recognises held-out classes.
-    Measured: Syn-unseen image top-1 100.0 (own 6 names) and 91.8 (all 22 names), dense 25.9."""
+    Measured: Syn-unseen image top-1 99.2 (own 6 names) and 87.3 (all 22 names), dense 25.2
+    (chance 8.4)."""
     from cat_seg.data import register_synthetic_datasets
     from cat_seg.evaluation.zero_shot import dense_zero_shot, image_zero_shot
 
@@ -174,6 +175,6 @@ def test_shipped_weights(tmp_path):
             dense = dense_zero_shot(backbone, "synthetic_unseen_val")
     finally:
         register_synthetic_datasets()
-    assert wide.top1 >= 85.0, wide.per_class
+    assert wide.top1 >= 80.0, wide.per_class
     assert dense["mIoU"] >= 20.0, dense
     assert dense["mIoU"] > dense["chance_mIoU"] + 10.0, dense

@@ -39,8 +39,8 @@ def _region_layout(height, width, region_ids, rng) -> np.ndarray:
 
 
 def _shape_mask(shape, height, width, rng) -> np.ndarray:
-    """A filled shape of 15–40% of the shorter side at a random position (may leave the image)."""
-    size = rng.uniform(0.15, 0.4) * min(height, width)
+    """A filled shape of 30–55% of the shorter side at a random position (may leave the image)."""
+    size = rng.uniform(0.3, 0.55) * min(height, width)
     cy, cx = rng.uniform(0, height), rng.uniform(0, width)
     y = np.arange(height, dtype=np.float32)[:, None] - cy
     x = np.arange(width, dtype=np.float32)[None, :] - cx

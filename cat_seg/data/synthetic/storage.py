@@ -29,7 +29,7 @@ from cat_seg.data.synthetic.classes import SEEN_CLASSES, UNSEEN_CLASSES
 from cat_seg.data.synthetic.scenes import render_scene
 
 # Bump whenever the drawing code changes its output (class specs are fingerprinted as well).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SEED = 20240613
 # Image height and width are each drawn from this range (pixels).
 IMAGE_SIZE_RANGE = (160, 256)
