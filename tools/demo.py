@@ -193,10 +193,15 @@ def write_outputs(image: np.ndarray, scores: torch.Tensor, class_names: Sequence
     if probabilities:
         prob_paths = save_probability_maps(scores.float().cpu().numpy(), class_names,
                                            os.path.join(output_dir, f"{name}_probabilities"))
-    present, counts = np.unique(label, return_counts=True)
+    fractions = class_fractions(label)
     return {"overlay": overlay_path, "labels": labels_path, "probabilities": prob_paths,
-            "classes": present.tolist(),
-            "fractions": {int(c): float(n) / label.size for c, n in zip(present, counts)}}
+            "classes": sorted(fractions), "fractions": fractions}
+
+
+def class_fractions(label: np.ndarray) -> Dict[int, float]:
+    """{class index: fraction of the pixels of ``label`` (H, W)} for the classes present."""
+    present, counts = np.unique(label, return_counts=True)
+    return {int(c): float(n) / label.size for c, n in zip(present, counts)}
 
 
 # ---------------------------------------------------------------------------------- model
@@ -247,6 +252,22 @@ def build_demo_model(cfg) -> torch.nn.Module:
     return model.eval()
 
 
+def segment_image(model: torch.nn.Module, mapper, image: np.ndarray) -> torch.Tensor:
+    """Scores (T, H, W) of ``image`` (H, W, 3) uint8 RGB over the model's current vocabulary.
+
+    The one inference step of the CLI and of tools/web_demo.py (an in-memory image): the
+    evaluation ``mapper``'s own resize, then the model's test path, back at the image's size.
+    """
+    from detectron2.data import transforms as T
+
+    resized = T.AugInput(image)
+    mapper.augmentations(resized)
+    tensor = torch.as_tensor(np.ascontiguousarray(resized.image.transpose(2, 0, 1)))
+    with torch.no_grad():
+        return model([{"image": tensor, "height": image.shape[0],
+                       "width": image.shape[1]}])[0]["sem_seg"]
+
+
 def run_demo(model: torch.nn.Module, cfg, image_paths: Sequence[str], class_names: Sequence[str],
              output_dir: str, probabilities: bool = False, alpha: float = 0.5,
              progress: bool = True) -> List[dict]:
@@ -268,10 +289,9 @@ def run_demo(model: torch.nn.Module, cfg, image_paths: Sequence[str], class_name
     with torch.no_grad():
         for path, name in tqdm(list(zip(image_paths, output_names(image_paths))), desc="demo",
                                unit="image", disable=not progress):
-            inputs = mapper({"file_name": path})
-            scores = model([inputs])[0]["sem_seg"]
-            record = write_outputs(read_image_rgb(path), scores, class_names, output_dir, name,
-                                   probabilities=probabilities, alpha=alpha)
+            image = read_image_rgb(path)
+            record = write_outputs(image, segment_image(model, mapper, image), class_names,
+                                   output_dir, name, probabilities=probabilities, alpha=alpha)
             results.append(dict(record, image=path))
     return results
 
