@@ -150,6 +150,30 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.RECTIFY_HIDDEN_DIM = 32
 
 
+def _all_keys(node: CN, prefix: str = "") -> list:
+    keys = []
+    for key, value in node.items():
+        keys += _all_keys(value, f"{prefix}{key}.") if isinstance(value, CN) else [prefix + key]
+    return keys
+
+
+def explain_config_error(error: Exception) -> str:
+    """One line for a config that cannot be built: an unknown key gets the closest known keys."""
+    import difflib
+    import re
+
+    text = str(error).strip("'\"")
+    match = re.search(r"Non-existent (?:config )?key: ([\w.]+)", text)
+    if not match:
+        return text
+    cfg = get_cfg()
+    add_ahs_config(cfg)
+    close = difflib.get_close_matches(match[1], _all_keys(cfg), n=3, cutoff=0.8)
+    hint = f"did you mean {' or '.join(close)}?" if close else \
+        "the keys are listed in cat_seg/config.py and detectron2/config/defaults.py"
+    return f"unknown config key {match[1]}: {hint}"
+
+
 def build_config(config_file: str, opts: Sequence[str] = ()) -> CN:
     """The frozen config every entry point runs with: detectron2's defaults + AHS-Seg's keys,
     ``config_file`` (with its ``_BASE_`` chain), then ``opts`` (KEY VALUE ...); ``MODEL.DEVICE

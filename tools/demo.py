@@ -31,13 +31,13 @@ import json
 import os
 import re
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
+from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
 
 from cat_seg.utils.visualization import labelled_overlay  # noqa: E402
 
@@ -136,6 +136,23 @@ def check_images(paths: Sequence[str]) -> None:
                          + "\nreplace or remove them")
 
 
+def read_demo_image(path: str) -> Tuple[np.ndarray, int]:
+    """``(image, orientation)``: the image as uint8 RGB (H, W, 3) turned upright by its EXIF
+    orientation tag (PIL ``ImageOps.exif_transpose``, as a photo viewer shows it), and the tag
+    (1 = already upright or no tag). Phones store pictures sideways with such a tag; without
+    this the demo would segment and draw them sideways. Datasets are read as stored, never through
+    this function (their labels match the stored pixels; datasets/README.md, "EXIF orientation").
+    """
+    from cat_seg.data.label_io import read_image_rgb
+
+    image = read_image_rgb(path)
+    with Image.open(path) as stored:
+        orientation = int(stored.getexif().get(0x0112, 1) or 1)
+        if orientation != 1:
+            image = np.asarray(ImageOps.exif_transpose(stored).convert("RGB"))
+    return image, orientation
+
+
 def output_names(paths: Sequence[str]) -> List[str]:
     """One output name per image: its file stem, with ``_2``, ``_3``... when stems repeat."""
     names, counts = [], {}
@@ -222,13 +239,15 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] 
     return build_config(config_file, overrides)
 
 
-def load_weights(model: torch.nn.Module, path: str) -> None:
+def load_weights(model: torch.nn.Module, path: str, allow_unexpected: bool = False) -> List[str]:
     """Load a full AHS-Seg checkpoint (as train_net.py writes) into ``model``.
 
     Reading and fitting are the trainer's (:class:`cat_seg.engine.AtomicCheckpointer`): weights
     only, and a file that is unreadable, or lacks weights of the model or has weights of another
-    shape (the checkpoint belongs to another config), stops with an error. Here only a missing
-    path gets the demo's own advice.
+    shape (the checkpoint belongs to another config), stops with an error; so do weights the
+    model does not have, unless ``allow_unexpected`` (``--allow-unexpected-weights``): then they
+    are dropped, said on the console, and returned. Here only a missing path gets the demo's own
+    advice.
     """
     from cat_seg.engine import AtomicCheckpointer
 
@@ -238,7 +257,13 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path} does not exist; train first (run_ahs.sh) or "
                                 "pass the path of a checkpoint (OUTPUT_DIR/model_final.pth)")
-    AtomicCheckpointer(model).load(path)
+    checkpointer = AtomicCheckpointer(model, allow_unexpected=allow_unexpected)
+    checkpointer.load(path)
+    if checkpointer.ignored_keys:
+        modules = sorted({".".join(k.split(".")[:1]) for k in checkpointer.ignored_keys})
+        print(f"[demo] --allow-unexpected-weights: {len(checkpointer.ignored_keys)} weights of "
+              f"{path} that this config's model does not have were ignored ({', '.join(modules)})")
+    return checkpointer.ignored_keys
 
 
 def build_demo_model(cfg) -> torch.nn.Module:
@@ -248,7 +273,7 @@ def build_demo_model(cfg) -> torch.nn.Module:
     import cat_seg  # noqa: F401  (registers the meta-architecture, head and datasets)
 
     model = build_model(cfg)
-    load_weights(model, cfg.MODEL.WEIGHTS)
+    load_weights(model, cfg.MODEL.WEIGHTS, allow_unexpected=cfg.MODEL.ALLOW_UNEXPECTED_WEIGHTS)
     return model.eval()
 
 
@@ -289,19 +314,27 @@ def run_demo(model: torch.nn.Module, cfg, image_paths: Sequence[str], class_name
     with torch.no_grad():
         for path, name in tqdm(list(zip(image_paths, output_names(image_paths))), desc="demo",
                                unit="image", disable=not progress):
-            image = read_image_rgb(path)
+            image, orientation = read_demo_image(path)
+            if orientation != 1 and progress:
+                tqdm.write(f"[demo] {path}: EXIF orientation {orientation} applied (the image is "
+                           "segmented upright, as photo viewers show it)")
             record = write_outputs(image, segment_image(model, mapper, image), class_names,
                                    output_dir, name, probabilities=probabilities, alpha=alpha)
-            results.append(dict(record, image=path))
+            results.append(dict(record, image=path, exif_orientation=orientation))
     return results
 
 
 def main(argv=None) -> List[dict]:
     args = parse_args(argv)
+    from cat_seg.utils.paths import check_output_dir
+
+    check_output_dir(args.output, "output folder (--output)")  # before any model work
     class_names = parse_vocabulary(args.vocabulary, args.vocabulary_file)
     paths = find_images(args.inputs)
     check_images(paths)
-    cfg = setup_cfg(args.config_file, args.opts, device=args.device, weights=args.weights)
+    opts = list(args.opts) + (["MODEL.ALLOW_UNEXPECTED_WEIGHTS", "True"]
+                              if args.allow_unexpected_weights else [])
+    cfg = setup_cfg(args.config_file, opts, device=args.device, weights=args.weights)
     model = build_demo_model(cfg)
     results = run_demo(model, cfg, paths, class_names, args.output,
                        probabilities=args.probabilities, alpha=args.alpha)
@@ -330,6 +363,9 @@ def parse_args(argv=None):
                         help="also write one score map per class")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the config's MODEL.DEVICE)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
+    parser.add_argument("--allow-unexpected-weights", action="store_true",
+                        help="use a checkpoint of another config: its weights this model does not "
+                        "have are ignored (and listed) instead of stopping the demo")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides KEY VALUE ..., last on the command line")
     args = parser.parse_args(argv)
@@ -341,5 +377,5 @@ def parse_args(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise SystemExit(f"[demo] {error}")

@@ -26,10 +26,14 @@ from detectron2.utils import comm  # noqa: E402
 
 from cat_seg.data import BENCHMARKS  # noqa: E402
 from cat_seg.data.label_io import read_image_rgb, read_label  # noqa: E402
+from cat_seg import build_config  # noqa: E402
+from cat_seg.config import explain_config_error  # noqa: E402
 from cat_seg.engine import AtomicCheckpointer  # noqa: E402
+from cat_seg.engine.checkpointer import CheckpointMismatchError  # noqa: E402
+from cat_seg.utils.paths import check_output_dir  # noqa: E402
 from cat_seg.evaluation.zero_shot import dense_zero_shot  # noqa: E402
 from cat_seg.utils.visualization import comparison_panel  # noqa: E402
-from train_net import Trainer, setup  # noqa: E402
+from train_net import Trainer, setup, weights_record  # noqa: E402
 
 # The references' test protocol: sliding window, no pooling before class aggregation.
 TEST_PROTOCOL = ["TEST.SLIDING_WINDOW", "True", "MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1, 1]"]
@@ -125,7 +129,17 @@ def main(args):
         raise SystemExit("[eval] no benchmark to evaluate")
 
     model = Trainer.build_model(cfg)
-    AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
+    checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
+                                      allow_unexpected=cfg.MODEL.ALLOW_UNEXPECTED_WEIGHTS)
+    try:
+        checkpointer.load(cfg.MODEL.WEIGHTS)
+    except CheckpointMismatchError as error:
+        raise SystemExit(f"[eval] {error}")
+    weights = weights_record(cfg.MODEL.WEIGHTS, checkpointer)
+    if checkpointer.ignored_keys:
+        print(f"[eval] MODEL.ALLOW_UNEXPECTED_WEIGHTS: {weights['ignored_keys']} weights of "
+              f"{cfg.MODEL.WEIGHTS} ignored ({', '.join(weights['ignored_modules'])}); "
+              "results.json records it", file=sys.stderr)
     model.eval()
     results = {}
     for name, dataset in available.items():
@@ -136,6 +150,8 @@ def main(args):
                                                   args.vis))
         loader = Trainer.build_test_loader(cfg, dataset)
         results[name] = inference_on_dataset(model, loader, DatasetEvaluators(evaluators))
+        if results[name] is not None:
+            results[name]["weights"] = weights
         if cfg.TEST.FROZEN_CLIP_REFERENCE and comm.is_main_process():
             results[name]["frozen_clip"] = dense_zero_shot(model.backbone, dataset)
     if comm.is_main_process():
@@ -167,5 +183,16 @@ if __name__ == "__main__":
     if not os.path.isfile(args.weights):
         raise SystemExit(f"[eval] weights file {args.weights} does not exist; train first "
                          "(run_ahs.sh) or pass the path of a checkpoint")
+    if not os.path.isfile(args.config_file):
+        raise SystemExit(f"[eval] config file {args.config_file} does not exist (configs/ lists "
+                         "the shipped ones; a run saved its own as OUTPUT_DIR/config.yaml)")
+    try:  # before any process starts or any model is built
+        build_config(args.config_file, TEST_PROTOCOL + args.opts)
+    except (KeyError, AssertionError, ValueError) as error:
+        raise SystemExit(f"[eval] {explain_config_error(error)}")
+    try:
+        check_output_dir(args.output, "output folder")
+    except OSError as error:
+        raise SystemExit(f"[eval] {error}")
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

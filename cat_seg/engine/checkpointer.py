@@ -87,6 +87,15 @@ class AtomicCheckpointer(DetectionCheckpointer):
 
     def load(self, path: str, *args: Any, **kwargs: Any):
         if path and "://" not in path and not os.path.isfile(path):
+            tag = os.path.join(self.save_dir, "last_checkpoint") if self.save_dir else ""
+            if tag and os.path.isfile(tag) and \
+                    os.path.abspath(os.path.dirname(path)) == os.path.abspath(self.save_dir):
+                present = sorted(f for f in os.listdir(self.save_dir) if f.endswith(".pth"))
+                raise FileNotFoundError(
+                    f"--resume: {tag} names {os.path.basename(path)}, which does not exist "
+                    "(deleted or moved?); put it back, or write the name of one of the folder's "
+                    f"checkpoints into last_checkpoint ({', '.join(present[-3:]) or 'there is none'}),"
+                    " or train without --resume")
             raise FileNotFoundError(
                 f"checkpoint {path} (MODEL.WEIGHTS) does not exist; pass the path of a checkpoint "
                 "train_net.py wrote (OUTPUT_DIR/model_final.pth), or an empty MODEL.WEIGHTS to "

@@ -1,5 +1,8 @@
 """Pictures of segmentations: colour palettes, overlays, side-by-side panels with a legend."""
-from typing import List, Optional, Sequence
+import logging
+import os
+from functools import lru_cache
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -41,17 +44,87 @@ def overlay(image: np.ndarray, label: np.ndarray, colors: np.ndarray, alpha: flo
     return blended.clip(0, 255).astype(np.uint8)
 
 
-def _font(size: int):
+# Fonts tried for legends, in order: DejaVu Sans (Latin, Greek, Cyrillic, many symbols) from
+# matplotlib's bundled fonts (a dependency), then the usual system places, then Noto CJK for
+# Chinese/Japanese/Korean names when the system has it.
+_SYSTEM_FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+                 "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+                 "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+                 "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc")
+_warned: set = set()
+
+
+def _warn_once(key, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logging.getLogger(__name__).warning(message)
+
+
+@lru_cache(maxsize=None)
+def font_files() -> Tuple[str, ...]:
+    """The TrueType files found for legends (see ``_SYSTEM_FONTS``), best first."""
+    found = []
     try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no sized default font
-        return ImageFont.load_default()
+        import matplotlib
+
+        found.append(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"))
+    except ImportError:
+        pass
+    found += _SYSTEM_FONTS
+    return tuple(dict.fromkeys(p for p in found if os.path.isfile(p)))
+
+
+@lru_cache(maxsize=None)
+def _covered(path: str) -> frozenset:
+    """Code points the font file has glyphs for (empty when fontTools cannot read it)."""
+    try:
+        from fontTools.ttLib import TTCollection, TTFont
+
+        fonts = TTCollection(path).fonts if path.endswith(".ttc") else [TTFont(path, lazy=True)]
+        return frozenset(c for f in fonts[:1] for c in f.getBestCmap())
+    except Exception:  # noqa: BLE001 - no coverage information: assume nothing
+        return frozenset()
+
+
+def legend_font(size: int, texts: Sequence[str] = ()):
+    """A font of ``size`` pixels that draws every character of ``texts``: the first file of
+    :func:`font_files` covering them all, else the one covering most, with a warning naming
+    the characters drawn as boxes; Pillow's default font (ASCII) when no file is found."""
+    needed = {ord(c) for text in texts for c in text if not c.isspace()}
+    best, missing = None, needed
+    for path in font_files():
+        lacking = needed - _covered(path)
+        if best is None or len(lacking) < len(missing):
+            best, missing = path, lacking
+        if not lacking:
+            break
+    if best is None:
+        non_ascii = sorted(c for c in needed if c > 127)
+        if non_ascii:
+            _warn_once(("no font",), "no TrueType font found (install matplotlib, or the "
+                       "fonts-dejavu package): legend names with non-ASCII characters "
+                       f"({''.join(map(chr, non_ascii[:20]))}) may be drawn as boxes")
+        try:
+            return ImageFont.load_default(size=size)
+        except TypeError:  # Pillow < 10.1 has no sized default font
+            return ImageFont.load_default()
+    if missing:
+        _warn_once(("missing", best, frozenset(missing)),
+                   f"legend font {best} has no glyph for {''.join(map(chr, sorted(missing)[:20]))}; "
+                   "those characters are drawn as boxes (install a font covering them, e.g. the "
+                   "fonts-noto-cjk package for Chinese/Japanese/Korean names)")
+    return ImageFont.truetype(best, size)
+
+
+def _font(size: int, texts: Sequence[str] = ()):
+    return legend_font(size, texts)
 
 
 def draw_legend(class_ids: Sequence[int], class_names: Sequence[str], colors: np.ndarray,
                 width: int, row_height: int = 18) -> Image.Image:
     """A white strip listing ``class_ids`` as colour swatch + name, wrapped into columns."""
-    font = _font(row_height - 4)
+    shown = {c: class_names[c].split(",")[0][:28] for c in class_ids}
+    font = _font(row_height - 4, list(shown.values()))
     col_width = 200
     cols = max(1, width // col_width)
     rows = max(1, -(-len(class_ids) // cols))
@@ -61,7 +134,7 @@ def draw_legend(class_ids: Sequence[int], class_names: Sequence[str], colors: np
         x, y = (i % cols) * col_width + 4, (i // cols) * row_height + 2
         draw.rectangle([x, y + 2, x + row_height - 4, y + row_height - 2],
                        fill=tuple(int(v) for v in colors[c]), outline="black")
-        draw.text((x + row_height, y), class_names[c].split(",")[0][:28], fill="black", font=font)
+        draw.text((x + row_height, y), shown[c], fill="black", font=font)
     return legend
 
 
