@@ -97,7 +97,8 @@ class Trainer(DefaultTrainer):
         one drawn here when SEED < 0 (saved in the checkpoints)."""
         records = DatasetCatalog.get(cfg.DATASETS.TRAIN[0]) if len(cfg.DATASETS.TRAIN) == 1 else \
             [r for name in cfg.DATASETS.TRAIN for r in DatasetCatalog.get(name)]
-        seed = cfg.SEED if cfg.SEED >= 0 else int(torch.randint(0, 2 ** 31 - 1, ()).item())
+        # Every process must draw the same stream (each takes its own slice of it).
+        seed = cfg.SEED if cfg.SEED >= 0 else int(comm.shared_random_seed())
         world = comm.get_world_size()
         if cfg.SOLVER.IMS_PER_BATCH % world:
             raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible "
