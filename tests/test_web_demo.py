@@ -67,6 +67,22 @@ def test_huge_images_are_downscaled_with_a_note(tmp_path):
     assert small is image and none is None
 
 
+def test_phone_photos_are_turned_upright_with_a_note(tmp_path):
+    """Orientation 6 (stored sideways, shown rotated 90° clockwise): the page gets the upright
+    picture, as tools/demo.py does, and says so."""
+    path = tmp_path / "phone.jpg"
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)  # left half red
+    picture = Image.fromarray(stored)
+    exif = picture.getexif()
+    exif[0x0112] = 6
+    picture.save(path, exif=exif.tobytes(), quality=95)
+    image, note = web_demo.read_upload(str(path), 512)
+    assert image.shape == (40, 20, 3)
+    assert image[:15, :, 0].mean() > 200 and image[25:, :, 0].mean() < 60  # red now on top
+    assert "EXIF orientation 6" in note
+
+
 def test_model_slot_says_loading_then_serves_or_explains_failure():
     release = threading.Event()
     slot = web_demo.ModelSlot(lambda: (release.wait(30), "mapper")).start()

@@ -150,8 +150,6 @@ def parse_page_vocabulary(text: Optional[str]) -> List[str]:
 def read_upload(upload, max_side: int) -> Tuple[np.ndarray, Optional[str]]:
     """The uploaded image as uint8 RGB (H, W, 3), at most ``max_side`` pixels on its longer side,
     and a note when it had to be downscaled (else None)."""
-    from cat_seg.data.label_io import read_image_rgb
-
     if upload is None:
         raise InputError("Upload an image first (or click one of the examples).")
     if isinstance(upload, BadUpload):
@@ -159,14 +157,20 @@ def read_upload(upload, max_side: int) -> Tuple[np.ndarray, Optional[str]]:
                          "Upload a JPEG, PNG, WebP, BMP or TIFF picture.")
     name = os.path.basename(str(upload))
     try:
-        image = read_image_rgb(upload)
+        # Upright by its EXIF orientation, as tools/demo.py reads a phone photo.
+        image, orientation = cli.read_demo_image(upload)
     except (ValueError, OSError) as error:
         raise InputError(f"{name} is not an image this demo can read ({error}). Upload a JPEG, "
                          "PNG, WebP, BMP or TIFF picture.") from error
     except Image.DecompressionBombError as error:  # Pillow refuses > ~179 megapixels
         raise InputError(f"{name} is too large to open safely ({error}); downscale it "
                          "before uploading.") from error
-    return downscale(image, max_side)
+    image, note = downscale(image, max_side)
+    if orientation != 1:
+        turned = (f"EXIF orientation {orientation} applied (the image is segmented upright, as "
+                  "photo viewers show it).")
+        note = turned if note is None else f"{turned} {note}"
+    return image, note
 
 
 def downscale(image: np.ndarray, max_side: int) -> Tuple[np.ndarray, Optional[str]]:
