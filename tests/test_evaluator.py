@@ -259,7 +259,13 @@ def test_label_values_outside_the_classes_are_an_error(tmp_path):
 def test_size_mismatch_nonfinite_scores_and_missing_label_path(tmp_path):
     evaluator = SemSegEvaluator(_register(CLASSES5), distributed=False)
     label = _write_label(tmp_path / "l.png", GT5)
-    with pytest.raises(ValueError, match="original size"):
+    # The record gives the image's size and the prediction is not at it: the model's fault.
+    height, width = np.asarray(GT5).shape
+    with pytest.raises(ValueError, match="the original image size"):
+        evaluator.process([{"sem_seg_file_name": label, "height": height, "width": width}],
+                          [{"sem_seg": torch.zeros(5, 3, 3)}])
+    # No size in the record (the prediction is taken as the image's): the data's fault.
+    with pytest.raises(ValueError, match="the data is inconsistent, not the model"):
         evaluator.process([{"sem_seg_file_name": label}], [{"sem_seg": torch.zeros(5, 3, 3)}])
     bad = _scores(PRED5, 5)
     bad[0, 0, 0] = float("nan")
