@@ -24,7 +24,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from cat_seg import build_config
-from cat_seg.config import explain_config_error
+from cat_seg.config import build_config_or_explain
 from cat_seg.data import SemanticDatasetMapper
 from cat_seg.data.resumable_stream import ResumableTrainingStream
 from cat_seg.engine import AtomicCheckpointer, MixedPrecisionTrainer, ModelIterationHook, build_optimizer
@@ -216,13 +216,7 @@ def weights_record(path: str, checkpointer: AtomicCheckpointer) -> dict:
 def check_before_launch(args) -> None:
     """What can be checked before any process starts or any model is built: the config, the
     output folder, and the weights an evaluation needs. Raises with a one-line message."""
-    if not os.path.isfile(args.config_file):
-        raise FileNotFoundError(f"config file {args.config_file} does not exist (configs/ lists "
-                                "the shipped ones; a run saved its own as OUTPUT_DIR/config.yaml)")
-    try:
-        cfg = build_config(args.config_file, args.opts)
-    except (KeyError, AssertionError) as error:
-        raise ValueError(explain_config_error(error)) from None
+    cfg = build_config_or_explain(args.config_file, args.opts)
     if args.machine_rank == 0:
         check_output_dir(cfg.OUTPUT_DIR, "output folder (OUTPUT_DIR)")
     last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")

@@ -5,6 +5,7 @@ YAML files under ``configs/`` inherit from each other with ``_BASE_``. Keys that
 but that can be derived from another part of the model (e.g. the CLIP width) are not keys: they are
 read off the built model, so they can never disagree with it.
 """
+import os
 from typing import Sequence
 
 import torch
@@ -188,3 +189,16 @@ def build_config(config_file: str, opts: Sequence[str] = ()) -> CN:
     check_config(cfg)
     cfg.freeze()
     return cfg
+
+
+def build_config_or_explain(config_file: str, opts: Sequence[str] = ()) -> CN:
+    """:func:`build_config` for an entry point's check before any work: a missing file or a
+    config that cannot be built raises ``FileNotFoundError`` / ``ValueError`` with one line that
+    names the problem and the fix (an unknown key gets the closest known keys)."""
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
+                                "shipped ones; a run saved its own as OUTPUT_DIR/config.yaml)")
+    try:
+        return build_config(config_file, opts)
+    except (KeyError, AssertionError, ValueError) as error:
+        raise ValueError(explain_config_error(error)) from None

@@ -26,8 +26,7 @@ from detectron2.utils import comm  # noqa: E402
 
 from cat_seg.data import BENCHMARKS  # noqa: E402
 from cat_seg.data.label_io import read_image_rgb, read_label  # noqa: E402
-from cat_seg import build_config  # noqa: E402
-from cat_seg.config import explain_config_error  # noqa: E402
+from cat_seg.config import build_config_or_explain  # noqa: E402
 from cat_seg.engine import AtomicCheckpointer  # noqa: E402
 from cat_seg.engine.checkpointer import CheckpointMismatchError  # noqa: E402
 from cat_seg.utils.paths import check_output_dir  # noqa: E402
@@ -183,13 +182,10 @@ if __name__ == "__main__":
     if not os.path.isfile(args.weights):
         raise SystemExit(f"[eval] weights file {args.weights} does not exist; train first "
                          "(run_ahs.sh) or pass the path of a checkpoint")
-    if not os.path.isfile(args.config_file):
-        raise SystemExit(f"[eval] config file {args.config_file} does not exist (configs/ lists "
-                         "the shipped ones; a run saved its own as OUTPUT_DIR/config.yaml)")
     try:  # before any process starts or any model is built
-        build_config(args.config_file, TEST_PROTOCOL + args.opts)
-    except (KeyError, AssertionError, ValueError) as error:
-        raise SystemExit(f"[eval] {explain_config_error(error)}")
+        build_config_or_explain(args.config_file, TEST_PROTOCOL + args.opts)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"[eval] {error}")
     try:
         check_output_dir(args.output, "output folder")
     except OSError as error:
