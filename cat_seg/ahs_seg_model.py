@@ -10,10 +10,14 @@ One step, B images, T classes::
         SIZE_DIVISIBILITY), resized to CLIP_RESOLUTION                        (B,3,R,R)
     backbone.encode_image -> dense (B,D,h,w), guidance [(B,W,h,w), ...]
     backbone.encode_text(vocabulary) -> text (T,P,D)
-    [AFR] dense -> dense' = dense + α·(gate⊙dense − dense)      (training and every inference path)
+    AHS modules' feature hooks: dense -> dense'   (AFR: dense + α·(gate⊙dense − dense); training
+        and every inference path)
     sem_seg_head(dense', text, guidance) -> logits (B,T,4h,4w)
-    training: {"loss_sem_seg": BCE-with-logits against one-hot labels,
-               [HPA] "loss_proto", [SDR] "loss_distill", [AFR] "loss_rectify"}
+    training: {"loss_sem_seg": BCE-with-logits against one-hot labels} plus each AHS module's
+              losses (AFR "loss_rectify", HPA "loss_proto", SDR "loss_distill")
+
+The AHS modules are driven through their contract (:mod:`cat_seg.modeling.hyperspherical.contract`):
+this file never names one; the config's switches decide which are built.
     inference: sigmoid scores (T,H,W) at the original size, whole image or sliding window
 
 The vocabulary is the training dataset's ``stuff_classes`` in training; at test time the
@@ -25,7 +29,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
@@ -33,7 +36,8 @@ from torch import nn
 
 from .modeling.clip import build_clip_backbone
 from .modeling.head import CATSegHead  # noqa: F401  (registers the default MODEL.SEM_SEG_HEAD.NAME)
-from .modeling.hyperspherical_innovations import AFR, HPA, SDR
+from .data.vocabulary import dataset_vocabulary
+from .modeling.hyperspherical import AHSContext, AHSModule, build_ahs_modules
 
 
 @META_ARCH_REGISTRY.register()
@@ -53,9 +57,7 @@ class AHSSeg(nn.Module):
         sliding_window_crop: int = 384,
         sliding_window_overlap: float = 0.333,
         sliding_window_out_res: Sequence[int] = (640, 640),
-        prototype_alignment: Optional[HPA] = None,
-        self_distillation: Optional[SDR] = None,
-        feature_rectification: Optional[AFR] = None,
+        ahs_modules: Optional[Dict[str, AHSModule]] = None,
     ):
         """
         Args:
@@ -71,10 +73,8 @@ class AHSSeg(nn.Module):
             sliding_window_crop: crop side (pixels of the image resized to ``out_res``).
             sliding_window_overlap: overlap of neighbouring crops, in [0, 1).
             sliding_window_out_res: (H, W) the image is resized to before it is cut.
-            prototype_alignment: HPA (training-only loss ``loss_proto``), or None.
-            self_distillation: SDR (training-only loss ``loss_distill``), or None.
-            feature_rectification: AFR (rectifies the dense embeddings everywhere, loss
-                ``loss_rectify``), or None.
+            ahs_modules: the AHS modules that are on, by their ``attribute`` (the submodule
+                name, hence their checkpoint prefix), in registry order.
         """
         super().__init__()
         self.backbone = backbone
@@ -92,13 +92,15 @@ class AHSSeg(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(backbone.pixel_std).view(3, 1, 1),
                              persistent=False)
         self._vocabulary_override: Optional[List[str]] = None
-        # Assigned only when on, so a module that is off adds no parameter, buffer or key.
-        if prototype_alignment is not None:
-            self.prototype_alignment = prototype_alignment
-        if self_distillation is not None:
-            self.self_distillation = self_distillation
-        if feature_rectification is not None:
-            self.feature_rectification = feature_rectification
+        # Plain attributes, assigned only when on, so a module that is off adds no parameter,
+        # buffer or key, and a module's checkpoint keys are "<attribute>.*" as they always were.
+        self._ahs_attributes: List[str] = []
+        for attribute, module in (ahs_modules or {}).items():
+            if not isinstance(module, AHSModule) or attribute != module.attribute:
+                raise ValueError(f"ahs_modules[{attribute!r}] must be an AHSModule whose "
+                                 "attribute is that name (see build_ahs_modules)")
+            setattr(self, attribute, module)
+            self._ahs_attributes.append(attribute)
         # The trainer's iteration (SDR's schedule), set before every step by ModelIterationHook;
         # not model state: on resume it comes back with the trainer's own iteration.
         self.iteration = 0
@@ -108,26 +110,8 @@ class AHSSeg(nn.Module):
         backbone = build_clip_backbone(cfg)
         head = SEM_SEG_HEADS_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.NAME)(cfg, backbone)
         train_dataset = cfg.DATASETS.TRAIN[0] if len(cfg.DATASETS.TRAIN) else None
-        switches = cfg.MODEL.SEM_SEG_HEAD
-        modules = {}
-        if switches.USE_PROTOTYPE_ALIGNMENT:
-            if train_dataset is None:
-                raise ValueError("USE_PROTOTYPE_ALIGNMENT needs DATASETS.TRAIN: its prototypes "
-                                 "start from the training classes' text embeddings")
-            with torch.no_grad():
-                text = backbone.encode_text(_stuff_classes(train_dataset))
-            modules["prototype_alignment"] = HPA(cfg, class_text_embeddings=text)
-        if switches.USE_SELF_DISTILLATION:
-            if not backbone.has_adapters:
-                raise ValueError(
-                    "USE_SELF_DISTILLATION distils from CLIP with its adapters bypassed, but "
-                    f"CLIP_FINETUNE={switches.CLIP_FINETUNE!r} builds no adapters (the teacher "
-                    "would be the student); use CLIP_FINETUNE oft_both or switch SDR off")
-            modules["self_distillation"] = SDR(cfg)
-        if switches.USE_FEATURE_RECTIFICATION:
-            modules["feature_rectification"] = AFR(cfg, embed_dim=backbone.embed_dim)
         return {
-            **modules,
+            "ahs_modules": build_ahs_modules(cfg, backbone, train_dataset),
             "backbone": backbone,
             "sem_seg_head": head,
             "train_dataset": train_dataset,
@@ -140,19 +124,12 @@ class AHSSeg(nn.Module):
         }
 
     @property
-    def hpa(self) -> Optional[HPA]:
-        return getattr(self, "prototype_alignment", None)
+    def ahs_modules(self) -> Dict[str, AHSModule]:
+        """The AHS modules that are on, by attribute, in registry order."""
+        return {attribute: getattr(self, attribute) for attribute in self._ahs_attributes}
 
-    @property
-    def sdr(self) -> Optional[SDR]:
-        return getattr(self, "self_distillation", None)
-
-    @property
-    def afr(self) -> Optional[AFR]:
-        return getattr(self, "feature_rectification", None)
-
-    def set_iteration(self, iteration: int, max_iter: Optional[int] = None) -> None:
-        """The trainer's current iteration (SDR's weight schedule w(t))."""
+    def set_iteration(self, iteration: int) -> None:
+        """The trainer's current iteration (the modules' schedules, e.g. SDR's weight w(t))."""
         self.iteration = int(iteration)
 
     @property
@@ -177,7 +154,7 @@ class AHSSeg(nn.Module):
             if self.train_dataset is None:
                 raise ValueError("the model trains but DATASETS.TRAIN is empty; name the "
                                  "training dataset, whose stuff_classes are the vocabulary")
-            return _stuff_classes(self.train_dataset)
+            return dataset_vocabulary(self.train_dataset)
         if self._vocabulary_override is not None:
             return self._vocabulary_override
         names = {x.get("dataset_name") for x in batched_inputs}
@@ -189,7 +166,7 @@ class AHSSeg(nn.Module):
         if len(names) > 1:
             raise ValueError(f"one batch mixes datasets {sorted(names)}, whose vocabularies "
                              "differ; batch the images of each dataset separately")
-        return _stuff_classes(names.pop())
+        return dataset_vocabulary(names.pop())
 
     # ------------------------------------------------------------------ steps
     def preprocess(self, images: Sequence[torch.Tensor]
@@ -212,18 +189,25 @@ class AHSSeg(nn.Module):
         """CLIP input (B,3,R,R) -> dense embeddings (B,D,h,w), guidance [(B,W,h,w), ...]."""
         return self.backbone.encode_image(clip_images)
 
-    def rectify(self, dense: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """[AFR] dense (B,D,h,w) -> (rectified (B,D,h,w), certainty logits (B,h,w) or None)."""
-        if self.afr is None:
-            return dense, None
-        return self.afr(dense)
+    def apply_feature_hooks(self, dense: torch.Tensor
+                            ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, object]]:
+        """dense (B,D,h,w) through every AHS module's feature hook, in registry order.
+
+        Returns the final (B,D,h,w) features, and by module attribute the input of its hook and
+        the state it returned (its losses may need them)."""
+        inputs, states = {}, {}
+        for attribute, module in self.ahs_modules.items():
+            if module.has_feature_hook():
+                inputs[attribute] = dense
+                dense, states[attribute] = module.feature_hook(dense)
+        return dense, inputs, states
 
     def segment(self, clip_images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """CLIP input (B,3,R,R), text embeddings (T,P,D) -> logits (B,T,4h,4w).
 
         The test-time path of every inference mode (whole image, each sliding-window view)."""
         dense, guidance = self.extract_features(clip_images)
-        return self.sem_seg_head(self.rectify(dense)[0], text, guidance)
+        return self.sem_seg_head(self.apply_feature_hooks(dense)[0], text, guidance)
 
     def training_losses(self, clip_images: torch.Tensor, text: torch.Tensor,
                         targets: torch.Tensor, class_names: Sequence[str]
@@ -235,20 +219,21 @@ class AHSSeg(nn.Module):
             text: (T,P,D) text embeddings of ``class_names``, the training vocabulary.
         """
         dense, guidance = self.extract_features(clip_images)
-        rectified, certainty = self.rectify(dense)
+        rectified, hook_inputs, hook_states = self.apply_feature_hooks(dense)
         losses = self.losses(self.sem_seg_head(rectified, text, guidance), targets)
-        if self.afr is not None:
-            # Supervised by whether the cost volume *before* rectification was right.
-            losses["loss_rectify"] = self.afr.loss(certainty, dense, text, targets)
-        if self.hpa is not None:
-            # Loss first, then the (all-reduced) momentum update of the prototypes, inside.
-            losses["loss_proto"] = self.hpa(rectified, targets)
-        if self.sdr is not None:
-            teacher_dense, teacher_text = self.sdr.teacher_pass(self.backbone, clip_images,
-                                                                class_names)
-            losses["loss_distill"] = self.sdr(
-                dense, teacher_dense, self.iteration,
-                text if self.sdr.distill_text else None, teacher_text)
+        context = AHSContext(
+            images=clip_images, features=dense, rectified=rectified, guidance=guidance, text=text,
+            targets=targets, class_names=list(class_names), iteration=self.iteration,
+            backbone=self.backbone, hook_inputs=hook_inputs, hook_states=hook_states)
+        # Hook modules first, then the others: the order the trainer sums the losses in, as in
+        # earlier releases (a seed gives the same numbers bit for bit).
+        modules = sorted(self.ahs_modules.values(), key=lambda m: not m.has_feature_hook())
+        for module in modules:
+            for name, value in module.losses(context).items():
+                if name in losses:
+                    raise ValueError(f"{type(module).__name__} returns loss {name!r}, which "
+                                     "another part of the model already returns; rename it")
+                losses[name] = value
         return losses
 
     def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -280,8 +265,8 @@ class AHSSeg(nn.Module):
                 and "dataset_name" (whose vocabulary to use).
 
         Returns:
-            training: {"loss_sem_seg", and "loss_rectify" / "loss_proto" / "loss_distill" for
-            the AHS modules that are on: scalars}; inference: [{"sem_seg": (T, height, width)
+            training: {"loss_sem_seg", and the losses of the AHS modules that are on:
+            scalars}; inference: [{"sem_seg": (T, height, width)
             sigmoid scores}] per input.
         """
         class_names = self.vocabulary(batched_inputs)
@@ -362,14 +347,3 @@ class AHSSeg(nn.Module):
         width = record.get("width", out_res[1])
         return sem_seg_postprocess(merged[0], out_res, height, width)
 
-
-def _stuff_classes(dataset_name: str) -> List[str]:
-    """The ``stuff_classes`` of a registered dataset, or an error saying how to register it."""
-    metadata = MetadataCatalog.get(dataset_name)
-    # PAS-20b prompts with a wider vocabulary than the classes it scores (see cat_seg.data).
-    names = metadata.get("prompt_classes", None) or metadata.get("stuff_classes", None)
-    if not names:
-        raise ValueError(
-            f"dataset {dataset_name!r} has no stuff_classes in its MetadataCatalog entry, so its "
-            "vocabulary is unknown; register it (cat_seg.data) or call model.set_vocabulary")
-    return list(names)

@@ -1,4 +1,5 @@
-"""Every AHS-Seg config key, its default and its meaning.
+"""Every AHS-Seg config key, its default and its meaning (the AHS modules' own keys: in each
+module's ``add_config``, which ``add_ahs_config`` calls).
 
 ``add_ahs_config(cfg)`` extends detectron2's default config (``detectron2.config.get_cfg()``).
 YAML files under ``configs/`` inherit from each other with ``_BASE_``. Keys that a module needs
@@ -13,6 +14,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from .config_checks import check_config
+from .modeling.hyperspherical import add_ahs_module_configs
 
 
 def add_ahs_config(cfg: CN) -> None:
@@ -120,36 +122,12 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.TEST.FROZEN_CLIP_REFERENCE = False
 
     # ------------------------------------------------------------------ model: AHS modules (HPA, SDR, AFR)
-    # HPA: cross-entropy of the patch embeddings against momentum class prototypes (training only).
-    cfg.MODEL.SEM_SEG_HEAD.USE_PROTOTYPE_ALIGNMENT = False
-    # λ_p, weight of loss_proto.
-    cfg.MODEL.SEM_SEG_HEAD.PROTOTYPE_LOSS_WEIGHT = 0.1
-    # m of the prototype update P_c ← normalise(m·P_c + (1 − m)·normalise(batch mean of class c)).
-    cfg.MODEL.SEM_SEG_HEAD.PROTOTYPE_MOMENTUM = 0.99
-    # Initial value of the per-class learnable temperatures τ_c.
-    cfg.MODEL.SEM_SEG_HEAD.PROTOTYPE_TEMPERATURE_INIT = 0.07
-    # Lower bound of τ_c (sigmoid-bounded in log space; needs MIN < INIT < MAX).
-    cfg.MODEL.SEM_SEG_HEAD.PROTOTYPE_TEMPERATURE_MIN = 0.01
-    # Upper bound of τ_c.
-    cfg.MODEL.SEM_SEG_HEAD.PROTOTYPE_TEMPERATURE_MAX = 1.0
     # A CLIP patch is labelled (HPA and AFR) with its majority class only if that class covers at
     # least this fraction of the patch's labelled pixels, in (0.5, 1]; other patches are ignored.
     cfg.MODEL.SEM_SEG_HEAD.PATCH_LABEL_PURITY = 0.75
-    # SDR: geodesic distillation from the same CLIP with adapters bypassed (training only).
-    cfg.MODEL.SEM_SEG_HEAD.USE_SELF_DISTILLATION = False
-    # w_init, weight of loss_distill at iteration 0 (cosine schedule down to the final weight).
-    cfg.MODEL.SEM_SEG_HEAD.DISTILL_LOSS_WEIGHT = 0.1
-    # w_final, weight of loss_distill at SOLVER.MAX_ITER.
-    cfg.MODEL.SEM_SEG_HEAD.DISTILL_LOSS_WEIGHT_FINAL = 0.01
-    # Also distil the text embeddings (teacher text cached per vocabulary), not only the dense ones.
-    cfg.MODEL.SEM_SEG_HEAD.DISTILL_TEXT = True
-    # AFR: gated, certainty-weighted residual on the dense embeddings (training and inference).
-    cfg.MODEL.SEM_SEG_HEAD.USE_FEATURE_RECTIFICATION = False
-    # λ_r, weight of loss_rectify (certainty vs "pre-rectification prediction was right").
-    cfg.MODEL.SEM_SEG_HEAD.RECTIFY_LOSS_WEIGHT = 0.05
-    # Hidden width of AFR's channel-attention and certainty heads (32: 49,861 parameters at D=512).
-    cfg.MODEL.SEM_SEG_HEAD.RECTIFY_HIDDEN_DIM = 32
-
+    # Each module's own keys (its switch USE_*, default off, and its weights) are defined beside
+    # the code that reads them, in its add_config (cat_seg/modeling/hyperspherical/).
+    add_ahs_module_configs(cfg)
 
 def _all_keys(node: CN, prefix: str = "") -> list:
     keys = []

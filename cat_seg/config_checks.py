@@ -5,6 +5,8 @@ the values of known keys make sense together.
 """
 import torch
 
+from .modeling.hyperspherical import ahs_module_classes
+
 _CHOICES = {
     "MODEL.SEM_SEG_HEAD.CLIP_FINETUNE": ("oft_both", "attention", "frozen"),
     "MODEL.SEM_SEG_HEAD.PROMPT_ENSEMBLE_TYPE": ("single", "imagenet"),
@@ -15,8 +17,6 @@ _CHOICES = {
 _NON_NEGATIVE = (
     "SOLVER.BASE_LR", "SOLVER.WEIGHT_DECAY", "SOLVER.CLIP_MULTIPLIER",
     "SOLVER.WEIGHT_DECAY_EMBED",
-    "MODEL.SEM_SEG_HEAD.PROTOTYPE_LOSS_WEIGHT", "MODEL.SEM_SEG_HEAD.DISTILL_LOSS_WEIGHT",
-    "MODEL.SEM_SEG_HEAD.RECTIFY_LOSS_WEIGHT",
 )
 _POSITIVE_INTS = (
     "MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION", "MODEL.SEM_SEG_HEAD.OFT_BLOCK_SIZE",
@@ -35,13 +35,19 @@ def _get(cfg, dotted: str):
     return node
 
 
+def _ahs_loss_weight_keys() -> tuple:
+    """The loss weights every registered AHS module declares (``loss_weight_keys``)."""
+    return tuple(f"MODEL.SEM_SEG_HEAD.{key}" for cls in ahs_module_classes()
+                 for key in cls.loss_weight_keys)
+
+
 def check_config(cfg) -> None:
     """Raise ``ValueError`` naming the first key whose value is invalid and how to fix it."""
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value is not None and value not in choices:
             raise ValueError(f"{key}={value!r} is invalid; choose one of {list(choices)}")
-    for key in _NON_NEGATIVE:
+    for key in _NON_NEGATIVE + _ahs_loss_weight_keys():
         value = _get(cfg, key)
         if value is not None and value < 0:
             raise ValueError(f"{key}={value} is negative; it must be >= 0 (0 switches it off)")

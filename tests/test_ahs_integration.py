@@ -45,7 +45,7 @@ def test_modules_off_build_nothing():
     base = _build(_cfg())
     assert not any(hasattr(base, m) for m in
                    ("prototype_alignment", "self_distillation", "feature_rectification"))
-    assert base.hpa is None and base.sdr is None and base.afr is None
+    assert base.ahs_modules == {}
 
 
 @pytest.mark.parametrize("hpa, sdr, afr", [(True, False, False), (False, True, False),
@@ -103,10 +103,10 @@ def test_sdr_weight_follows_the_trainer_iteration():
     batch = _batch()
     model.set_iteration(0)
     first = float(model(batch)["loss_distill"])
-    model.set_iteration(model.sdr.max_iter)
+    model.set_iteration(model.self_distillation.max_iter)
     last = float(model(batch)["loss_distill"])
     assert first > 0
-    ratio = model.sdr.weight(model.sdr.max_iter) / model.sdr.weight(0)
+    ratio = model.self_distillation.weight(model.self_distillation.max_iter) / model.self_distillation.weight(0)
     assert last == pytest.approx(first * ratio, rel=1e-4)
 
 

@@ -122,8 +122,8 @@ def test_ahs_modules_are_found_by_type(tmp_path):
     model = analyze_model.build_analysis_model(cfg)
     params = analyze_model.count_parameters(model, cfg)
     by_part = params["by_part"]
-    assert by_part["AFR"]["total"] == sum(p.numel() for p in model.afr.parameters()) > 0
-    assert by_part["HPA"]["total"] == sum(p.numel() for p in model.hpa.parameters()) == 16
+    assert by_part["AFR"]["total"] == sum(p.numel() for p in model.feature_rectification.parameters()) > 0
+    assert by_part["HPA"]["total"] == sum(p.numel() for p in model.prototype_alignment.parameters()) == 16
     assert by_part["HPA"]["buffers"] >= 16 * 64  # the prototypes: 16 classes x D = 64
     assert by_part["SDR"]["total"] == 0  # the teacher is CLIP itself, adapters bypassed
     assert params["inference"] == params["total"] - by_part["adapters"]["total"] - 16

@@ -46,11 +46,11 @@ LAUNCHER = textwrap.dedent("""
             torch.save({{
                 "start_iter": self.trainer.start_iter,
                 "model_iteration": model.iteration,
-                "sdr_weight": float(model.sdr.weight(model.iteration)),
+                "sdr_weight": float(model.self_distillation.weight(model.iteration)),
                 "scheduler_last_epoch": self.trainer.scheduler.last_epoch,
                 "optimizer_steps": [float(s["step"]) for s in optimizer.state.values()],
                 "exp_avg_sq_sum": float(sum(s["exp_avg_sq"].sum() for s in optimizer.state.values())),
-                "prototypes": model.hpa.prototypes.clone(),
+                "prototypes": model.prototype_alignment.prototypes.clone(),
             }}, {probe!r})
 
     # train_net's Trainer extends DefaultTrainer.build_hooks, so the probe comes last.

@@ -392,7 +392,7 @@ def measure_training_step(model: nn.Module, cfg, batch_size: int = 1, warmup: in
     device = device_of(model)
     model.train()
     if hasattr(model, "set_iteration"):  # SDR's weight schedule follows the trainer's iteration
-        model.set_iteration(0, cfg.SOLVER.MAX_ITER)
+        model.set_iteration(0)
     num_classes = len(model.vocabulary([]))
     batch = training_batch(cfg, num_classes, batch_size, device)
     optimizer = build_optimizer(cfg, model)

@@ -18,4 +18,4 @@ class ModelIterationHook(HookBase):
     def before_step(self):
         model = unwrap_model(self.trainer.model)
         if hasattr(model, "set_iteration"):
-            model.set_iteration(self.trainer.iter, self.trainer.max_iter)
+            model.set_iteration(self.trainer.iter)

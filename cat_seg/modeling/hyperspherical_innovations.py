@@ -11,13 +11,16 @@ module                                      switch (``MODEL.SEM_SEG_HEAD.*``)   
 :class:`AdaptiveFeatureRectification`       ``USE_FEATURE_RECTIFICATION``             training and inference
 ==========================================  =======================================  =========================
 
-``HPA``, ``SDR`` and ``AFR`` are the short names the design documents use.
+``HPA``, ``SDR`` and ``AFR`` are the short names the design documents use. How the model drives
+them (the plug-in contract, and how to add a fourth): :mod:`cat_seg.modeling.hyperspherical.contract`.
 """
-from .hyperspherical.feature_rectification import AdaptiveFeatureRectification
+from .hyperspherical import (
+    AdaptiveFeatureRectification,
+    HypersphericalPrototypeAlignment,
+    SelfDistillationRegularizer,
+)
 from .hyperspherical.geodesic import geodesic_angle
 from .hyperspherical.patch_labels import PATCH_IGNORE, patch_labels
-from .hyperspherical.prototype_alignment import HypersphericalPrototypeAlignment
-from .hyperspherical.self_distillation import SelfDistillationRegularizer
 
 HPA = HypersphericalPrototypeAlignment
 SDR = SelfDistillationRegularizer

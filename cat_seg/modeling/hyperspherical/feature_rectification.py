@@ -1,15 +1,17 @@
 """AFR — Adaptive Feature Rectification: a gated, certainty-weighted residual on the dense embeddings."""
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor, nn
 
+from .contract import AHS_MODULE_REGISTRY, AHSContext, AHSModule
 from .patch_labels import PATCH_IGNORE, patch_labels
 
 
-class AdaptiveFeatureRectification(nn.Module):
+@AHS_MODULE_REGISTRY.register()
+class AdaptiveFeatureRectification(AHSModule):
     """AFR: re-weight the dense CLIP embeddings by channel, position and certainty, before the cost volume.
 
     With ``f`` (B, D, h, w) the dense embeddings and ``x = √D · f/‖f‖`` (per patch, scale-free input
@@ -41,6 +43,25 @@ class AdaptiveFeatureRectification(nn.Module):
     Parameters: 2·D·r + r + D (channel) + 2·k² + 1 (spatial) + D·r + 2·r + 1 (certainty) + 1 (α);
     with r = 32, k = 7: 49,861 at D = 512 and 74,693 at D = 768.
     """
+
+    attribute = "feature_rectification"
+    short_name = "AFR"
+    switch = "USE_FEATURE_RECTIFICATION"
+    loss_weight_keys = ("RECTIFY_LOSS_WEIGHT",)
+
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        head = cfg.MODEL.SEM_SEG_HEAD
+        # AFR: gated, certainty-weighted residual on the dense embeddings (training and inference).
+        head.USE_FEATURE_RECTIFICATION = False
+        # λ_r, weight of loss_rectify (certainty vs "pre-rectification prediction was right").
+        head.RECTIFY_LOSS_WEIGHT = 0.05
+        # Hidden width of AFR's channel-attention and certainty heads (32: 49,861 parameters at D=512).
+        head.RECTIFY_HIDDEN_DIM = 32
+
+    @classmethod
+    def build(cls, cfg, backbone: nn.Module, train_dataset: Optional[str]) -> "AdaptiveFeatureRectification":
+        return cls(cfg, embed_dim=backbone.embed_dim)
 
     @configurable
     def __init__(
@@ -115,6 +136,16 @@ class AdaptiveFeatureRectification(nn.Module):
         gate = torch.sigmoid(channel) * torch.sigmoid(spatial) * torch.sigmoid(certainty_logits)
         rectified = features + self.alpha * (gate * features - features)
         return rectified, certainty_logits.squeeze(1)
+
+    def feature_hook(self, features: Tensor) -> Tuple[Tensor, Tensor]:
+        """The rectified embeddings, and the certainty logits :meth:`losses` supervises."""
+        return self(features)
+
+    def losses(self, context: AHSContext) -> Dict[str, Tensor]:
+        """``loss_rectify``: certainty supervised by whether the cost volume of AFR's *input* was right."""
+        certainty_logits = context.hook_states[self.attribute]
+        features = context.hook_inputs[self.attribute]
+        return {"loss_rectify": self.loss(certainty_logits, features, context.text, context.targets)}
 
     @torch.no_grad()
     def certainty_target(self, features: Tensor, text: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:

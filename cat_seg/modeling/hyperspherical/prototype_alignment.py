@@ -1,5 +1,6 @@
 """HPA — Hyperspherical Prototype Alignment: a training-only regulariser with momentum prototypes."""
 import math
+from typing import Dict, Optional
 
 import torch
 import torch.distributed as dist
@@ -7,6 +8,8 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor, nn
 
+from ...data.vocabulary import dataset_vocabulary
+from .contract import AHS_MODULE_REGISTRY, AHSContext, AHSModule
 from .patch_labels import PATCH_IGNORE, patch_labels
 
 
@@ -27,7 +30,8 @@ def _normalised_class_embeddings(class_text_embeddings: Tensor) -> Tensor:
     return embeddings
 
 
-class HypersphericalPrototypeAlignment(nn.Module):
+@AHS_MODULE_REGISTRY.register()
+class HypersphericalPrototypeAlignment(AHSModule):
     """HPA: pull each patch embedding towards the momentum prototype of its class on the sphere.
 
     Features ``f`` are the L2-normalised dense embeddings that enter the cost volume (after AFR),
@@ -63,6 +67,37 @@ class HypersphericalPrototypeAlignment(nn.Module):
     optimiser); ``temperature_logits`` (C,) are the only parameters. Prototypes are initialised from
     the normalised text embeddings of the training classes (:meth:`init_prototypes`).
     """
+
+    attribute = "prototype_alignment"
+    short_name = "HPA"
+    switch = "USE_PROTOTYPE_ALIGNMENT"
+    loss_weight_keys = ("PROTOTYPE_LOSS_WEIGHT",)
+
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        head = cfg.MODEL.SEM_SEG_HEAD
+        # HPA: cross-entropy of the patch embeddings against momentum class prototypes (training only).
+        head.USE_PROTOTYPE_ALIGNMENT = False
+        # λ_p, weight of loss_proto.
+        head.PROTOTYPE_LOSS_WEIGHT = 0.1
+        # m of the prototype update P_c ← normalise(m·P_c + (1 − m)·normalise(batch mean of class c)).
+        head.PROTOTYPE_MOMENTUM = 0.99
+        # Initial value of the per-class learnable temperatures τ_c.
+        head.PROTOTYPE_TEMPERATURE_INIT = 0.07
+        # Lower bound of τ_c (sigmoid-bounded in log space; needs MIN < INIT < MAX).
+        head.PROTOTYPE_TEMPERATURE_MIN = 0.01
+        # Upper bound of τ_c.
+        head.PROTOTYPE_TEMPERATURE_MAX = 1.0
+
+    @classmethod
+    def build(cls, cfg, backbone: nn.Module, train_dataset: Optional[str]) -> "HypersphericalPrototypeAlignment":
+        """Prototypes start from the text embeddings of the training dataset's classes."""
+        if train_dataset is None:
+            raise ValueError("USE_PROTOTYPE_ALIGNMENT needs DATASETS.TRAIN: its prototypes "
+                             "start from the training classes' text embeddings")
+        with torch.no_grad():
+            text = backbone.encode_text(dataset_vocabulary(train_dataset))
+        return cls(cfg, class_text_embeddings=text)
 
     @configurable
     def __init__(
@@ -183,6 +218,10 @@ class HypersphericalPrototypeAlignment(nn.Module):
         if self.training:
             self.update_prototypes(directions.detach(), targets)
         return loss
+
+    def losses(self, context: AHSContext) -> Dict[str, Tensor]:
+        """``loss_proto`` of the embeddings that entered the cost volume (after any feature hook)."""
+        return {"loss_proto": self(context.rectified, context.targets)}
 
     @torch.no_grad()
     def update_prototypes(self, directions: Tensor, targets: Tensor) -> None:

@@ -1,16 +1,18 @@
 """SDR — Self-Distillation Regulariser: keep the fine-tuned CLIP close to the pretrained one, on the sphere."""
 import itertools
 import math
-from typing import Hashable, Optional, Sequence, Tuple
+from typing import Dict, Hashable, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
 from torch import Tensor, nn
 
+from .contract import AHS_MODULE_REGISTRY, AHSContext, AHSModule
 from .geodesic import geodesic_angle
 
 
-class SelfDistillationRegularizer(nn.Module):
+@AHS_MODULE_REGISTRY.register()
+class SelfDistillationRegularizer(AHSModule):
     """SDR: geodesic distance between the student's and the pretrained teacher's embeddings.
 
     The teacher is the same CLIP with its adapters bypassed (the frozen pretrained weights), run
@@ -31,6 +33,32 @@ class SelfDistillationRegularizer(nn.Module):
     recomputes them; the trainable adapters, updated at every step, do not. One vocabulary is kept.
     (The backbone's own text cache cannot serve here: it is keyed on all weights, adapters included.)
     """
+
+    attribute = "self_distillation"
+    short_name = "SDR"
+    switch = "USE_SELF_DISTILLATION"
+    loss_weight_keys = ("DISTILL_LOSS_WEIGHT", "DISTILL_LOSS_WEIGHT_FINAL")
+
+    @classmethod
+    def add_config(cls, cfg) -> None:
+        head = cfg.MODEL.SEM_SEG_HEAD
+        # SDR: geodesic distillation from the same CLIP with adapters bypassed (training only).
+        head.USE_SELF_DISTILLATION = False
+        # w_init, weight of loss_distill at iteration 0 (cosine schedule down to the final weight).
+        head.DISTILL_LOSS_WEIGHT = 0.1
+        # w_final, weight of loss_distill at SOLVER.MAX_ITER.
+        head.DISTILL_LOSS_WEIGHT_FINAL = 0.01
+        # Also distil the text embeddings (teacher text cached per vocabulary), not only the dense ones.
+        head.DISTILL_TEXT = True
+
+    @classmethod
+    def build(cls, cfg, backbone: nn.Module, train_dataset: Optional[str]) -> "SelfDistillationRegularizer":
+        if not backbone.has_adapters:
+            raise ValueError(
+                "USE_SELF_DISTILLATION distils from CLIP with its adapters bypassed, but "
+                f"CLIP_FINETUNE={cfg.MODEL.SEM_SEG_HEAD.CLIP_FINETUNE!r} builds no adapters (the "
+                "teacher would be the student); use CLIP_FINETUNE oft_both or switch SDR off")
+        return cls(cfg)
 
     @configurable
     def __init__(
@@ -103,6 +131,13 @@ class SelfDistillationRegularizer(nn.Module):
                 "embeddings, and skip computing the teacher's"
             )
         return self.weight(iteration) * loss
+
+    def losses(self, context: AHSContext) -> Dict[str, Tensor]:
+        """``loss_distill`` of the backbone's own dense embeddings (before any feature hook) and,
+        with distil_text, of the student's text embeddings, against the teacher's."""
+        teacher_dense, teacher_text = self.teacher_pass(context.backbone, context.images, context.class_names)
+        student_text = context.text if self.distill_text else None
+        return {"loss_distill": self(context.features, teacher_dense, context.iteration, student_text, teacher_text)}
 
     @torch.no_grad()
     def teacher_pass(
