@@ -25,6 +25,11 @@ _NORM_TYPES = (
     nn.SyncBatchNorm,
     nn.InstanceNorm2d,
 )
+# SOLVER.OPTIMIZER values.
+OPTIMIZERS = ("ADAMW", "SGD")
+# SOLVER.CLIP_GRADIENTS.CLIP_TYPE values: the whole model at once, or detectron2's per-parameter
+# types.
+CLIP_GRADIENT_TYPES = ("full_model", "value", "norm")
 # Substrings of parameter names that are embeddings rather than weights of a layer.
 _EMBEDDING_NAMES = ("positional_embedding", "class_embedding", "pos_embed", "cls_token",
                     "relative_position_bias_table", "pad_token", "padding_token")
@@ -96,13 +101,13 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         clip_multiplier=cfg.SOLVER.CLIP_MULTIPLIER,
     )
     name = cfg.SOLVER.OPTIMIZER.upper()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r} is not supported; "
+                         f"use {' or '.join(map(repr, OPTIMIZERS))}")
     if name == "ADAMW":
         optimizer_cls, kwargs = torch.optim.AdamW, {}
-    elif name == "SGD":
-        optimizer_cls, kwargs = torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM}
     else:
-        raise ValueError(f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r} is not supported; "
-                         "use 'ADAMW' or 'SGD'")
+        optimizer_cls, kwargs = torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM}
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if clip.ENABLED and clip.CLIP_TYPE == "full_model":
         optimizer_cls = with_full_model_gradient_clipping(optimizer_cls, clip.CLIP_VALUE)
