@@ -13,12 +13,10 @@ import time
 import torch
 from detectron2.engine import SimpleTrainer
 
+from ..utils.device import module_device
+
 # SOLVER.AMP.PRECISION -> autocast dtype.
 AMP_PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 class MixedPrecisionTrainer(SimpleTrainer):
@@ -30,7 +28,7 @@ class MixedPrecisionTrainer(SimpleTrainer):
             raise ValueError(f"SOLVER.AMP.PRECISION={precision!r}; "
                              f"use one of {sorted(AMP_PRECISIONS)}")
         self.precision = AMP_PRECISIONS[precision]
-        self.device_type = model_device(model).type
+        self.device_type = module_device(model).type
         if self.precision == torch.float16 and self.device_type == "cpu":
             raise ValueError("float16 autocast is not supported on CPU; set "
                              "SOLVER.AMP.PRECISION bfloat16 (or disable SOLVER.AMP.ENABLED)")

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
+from ...utils.device import module_device
 from .architectures import resolve_architecture
 from .blocks import ProjectionWeights, SplitQKVSelfAttention
 from .checkpoint import convert_clip_state_dict, load_clip_weights, read_checkpoint, resolve_weights
@@ -231,7 +232,7 @@ class CLIPBackbone(nn.Module):
         cache_key = (names, self._bypass_depth > 0)
         state = None
         if not self._needs_graph():
-            state = (self._weights_key(), _autocast_state(self.clip.token_embedding.weight.device))
+            state = (self._weights_key(), _autocast_state(module_device(self.clip)))
             hit = self._text_cache.get(cache_key)
             if hit is not None and hit[0] == state:
                 self._text_cache.move_to_end(cache_key)
