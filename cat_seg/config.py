@@ -94,7 +94,8 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.NUM_LAYERS = 2
     cfg.MODEL.SEM_SEG_HEAD.NUM_HEADS = 4
     cfg.MODEL.SEM_SEG_HEAD.HIDDEN_DIMS = 128
-    # Average pooling of the guidance before class aggregation (train [2, 2], test [1, 1]).
+    # Average pooling (h, w) of the cost features before class aggregation, whose update is
+    # upsampled back to the full grid; pooling only saves compute (train [2, 2], test [1, 1]).
     cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES = [2, 2]
     # Swin window size of the spatial aggregation (shift = half of it).
     cfg.MODEL.SEM_SEG_HEAD.WINDOW_SIZES = 12

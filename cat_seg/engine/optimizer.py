@@ -6,7 +6,12 @@ Parameter groups (one per distinct (lr, weight_decay) pair):
   ``lr = BASE_LR * SOLVER.CLIP_MULTIPLIER``; everything else gets ``BASE_LR``.
 - No weight decay on normalisation layers, biases and other 1-D / scalar parameters
   (learnable temperatures, gates), since decaying them towards 0 changes what they mean.
-- Positional / class / padding embeddings get ``SOLVER.WEIGHT_DECAY_EMBED``.
+- Positional / class / padding embeddings get ``SOLVER.WEIGHT_DECAY_EMBED`` (names in
+  ``_EMBEDDING_NAMES``). Of the class aggregation's two padding parameters only
+  ``padding_tokens`` matches; its twin ``padding_guidance`` (3-D) gets ``SOLVER.WEIGHT_DECAY``.
+  CAT-Seg's own optimizer gives ``WEIGHT_DECAY_EMBED`` to ``nn.Embedding`` modules only, so both
+  of its padding parameters get ``WEIGHT_DECAY`` there. Kept as is: changing either side changes
+  the training numbers of configs with ``CLASS_PAD_LEN > 0`` whenever the two decays differ.
 """
 from typing import Dict, List, Type
 
