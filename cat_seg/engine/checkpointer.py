@@ -9,6 +9,8 @@ Loading (``MODEL.WEIGHTS``, ``--resume``) is strict where detectron2 only warns:
 unreadable or truncated file, and a checkpoint of another architecture (model weights missing
 or of another shape), stop with an error instead of evaluating or training a partly random model.
 Files are read with ``torch.load(weights_only=True)``: a file that would run code is refused.
+Reading and the key-diff wording come from :mod:`cat_seg.utils.state_dicts`, shared with the
+CLIP weights' loader and ``tools/convert_checkpoint.py``.
 
 Weights in the file that the model does not have ("unexpected" keys: e.g. the full model's AFR
 and HPA weights loaded into the baseline config) are an error too, unless the checkpointer is

@@ -334,7 +334,7 @@ class CLIPBackbone(nn.Module):
             warn_truncated(names, prompts, self.tokenizer)
             tokens = self.tokenizer(prompts)
             _remember(self._token_cache, names, tokens)
-        return tokens.to(self.clip.token_embedding.weight.device)
+        return tokens.to(module_device(self.clip))
 
 
 def _check_finetune_mode(finetune: str) -> None:
