@@ -38,6 +38,7 @@ from .modeling.clip import build_clip_backbone
 from .modeling.head import CATSegHead  # noqa: F401  (registers the default MODEL.SEM_SEG_HEAD.NAME)
 from .data.vocabulary import dataset_vocabulary
 from .modeling.hyperspherical import AHSContext, AHSModule, build_ahs_modules
+from .utils.device import module_device
 
 
 @META_ARCH_REGISTRY.register()
@@ -134,7 +135,7 @@ class AHSSeg(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return module_device(self)
 
     # ------------------------------------------------------------------ vocabulary
     def set_vocabulary(self, class_names: Optional[Sequence[str]]) -> None:

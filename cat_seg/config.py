@@ -96,7 +96,8 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.NUM_LAYERS = 2
     cfg.MODEL.SEM_SEG_HEAD.NUM_HEADS = 4
     cfg.MODEL.SEM_SEG_HEAD.HIDDEN_DIMS = 128
-    # Average pooling of the guidance before class aggregation (train [2, 2], test [1, 1]).
+    # Average pooling (h, w) of the cost features before class aggregation, whose update is
+    # upsampled back to the full grid; pooling only saves compute (train [2, 2], test [1, 1]).
     cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES = [2, 2]
     # Swin window size of the spatial aggregation (shift = half of it).
     cfg.MODEL.SEM_SEG_HEAD.WINDOW_SIZES = 12
@@ -153,18 +154,19 @@ def explain_config_error(error: Exception) -> str:
     return f"unknown config key {match[1]}: {hint}"
 
 
-def build_config(config_file: str, opts: Sequence[str] = ()) -> CN:
+def build_config(config_file: str, opts: Sequence[str] = (), *, needs_data: bool = True) -> CN:
     """The frozen config every entry point runs with: detectron2's defaults + AHS-Seg's keys,
     ``config_file`` (with its ``_BASE_`` chain), then ``opts`` (KEY VALUE ...); ``MODEL.DEVICE
     auto`` resolved to "cuda" when a GPU is visible, else "cpu"; validated by
-    :func:`check_config`."""
+    :func:`check_config`. ``needs_data=False``: the config may name no dataset (a tool that only
+    builds the model, such as tools/convert_checkpoint.py)."""
     cfg = get_cfg()
     add_ahs_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     if cfg.MODEL.DEVICE == "auto":
         cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-    check_config(cfg)
+    check_config(cfg, needs_data=needs_data)
     cfg.freeze()
     return cfg
 

@@ -5,14 +5,20 @@ the values of known keys make sense together.
 """
 import torch
 
+from .engine.optimizer import CLIP_GRADIENT_TYPES, OPTIMIZERS
+from .engine.train_loop import AMP_PRECISIONS
+from .modeling.clip.backbone import FINETUNE_MODES
+from .modeling.clip.prompts import PROMPT_ENSEMBLES
 from .modeling.hyperspherical import ahs_module_classes
 
+# Each set of allowed values is defined beside the code that uses it (the AHS modules' loss
+# weights: each module's loss_weight_keys).
 _CHOICES = {
-    "MODEL.SEM_SEG_HEAD.CLIP_FINETUNE": ("oft_both", "attention", "frozen"),
-    "MODEL.SEM_SEG_HEAD.PROMPT_ENSEMBLE_TYPE": ("single", "imagenet"),
-    "SOLVER.OPTIMIZER": ("ADAMW", "SGD"),
-    "SOLVER.AMP.PRECISION": ("bfloat16", "float16"),
-    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": ("full_model", "value", "norm"),
+    "MODEL.SEM_SEG_HEAD.CLIP_FINETUNE": FINETUNE_MODES,
+    "MODEL.SEM_SEG_HEAD.PROMPT_ENSEMBLE_TYPE": PROMPT_ENSEMBLES,
+    "SOLVER.OPTIMIZER": OPTIMIZERS,
+    "SOLVER.AMP.PRECISION": tuple(AMP_PRECISIONS),
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": CLIP_GRADIENT_TYPES,
 }
 _NON_NEGATIVE = (
     "SOLVER.BASE_LR", "SOLVER.WEIGHT_DECAY", "SOLVER.CLIP_MULTIPLIER",
@@ -41,8 +47,11 @@ def _ahs_loss_weight_keys() -> tuple:
                  for key in cls.loss_weight_keys)
 
 
-def check_config(cfg) -> None:
-    """Raise ``ValueError`` naming the first key whose value is invalid and how to fix it."""
+def check_config(cfg, *, needs_data: bool = True) -> None:
+    """Raise ``ValueError`` naming the first key whose value is invalid and how to fix it.
+
+    ``needs_data=False``: the config may name no dataset (only its model is built).
+    """
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value is not None and value not in choices:
@@ -64,5 +73,5 @@ def check_config(cfg) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"MODEL.DEVICE={device!r} but no CUDA GPU is visible; "
                          "use MODEL.DEVICE cpu (or auto)")
-    if not cfg.DATASETS.TRAIN and not cfg.DATASETS.TEST:
+    if needs_data and not cfg.DATASETS.TRAIN and not cfg.DATASETS.TEST:
         raise ValueError("DATASETS.TRAIN and DATASETS.TEST are both empty; name a dataset")

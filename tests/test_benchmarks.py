@@ -10,8 +10,8 @@ from PIL import Image
 from benchmark_fixtures import write_label, write_prepared_benchmarks
 from cat_seg.data.benchmarks import (
     BENCHMARK_SPLITS,
-    BENCHMARKS,
     OVSS_BENCHMARKS,
+    PUBLIC_BENCHMARK_DATASETS,
     DatasetNotPreparedError,
     load_class_names,
     register_all_benchmarks,
@@ -92,9 +92,9 @@ def test_background_class_only_for_pas20b():
 
 
 def test_benchmark_table():
-    assert tuple(BENCHMARKS)[:6] == OVSS_BENCHMARKS
-    assert BENCHMARKS["COCO-171"] == "coco_2017_test_stuff_all_sem_seg"
-    for short, dataset in BENCHMARKS.items():
+    assert tuple(PUBLIC_BENCHMARK_DATASETS)[:6] == OVSS_BENCHMARKS
+    assert PUBLIC_BENCHMARK_DATASETS["COCO-171"] == "coco_2017_test_stuff_all_sem_seg"
+    for short, dataset in PUBLIC_BENCHMARK_DATASETS.items():
         assert MetadataCatalog.get(dataset).benchmark == short
 
 

@@ -28,14 +28,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from cat_seg.modeling.clip import convert_clip_state_dict  # noqa: E402
+from cat_seg.utils.state_dicts import (CATSEG_AGGREGATOR_PREFIX, CATSEG_CLIP_PREFIX,  # noqa: E402
+                                       KeyDiff, is_tensor_mapping, load_weights_only)
 
-CATSEG_CLIP_PREFIX = "sem_seg_head.predictor.clip_model."
 BACKBONE_CLIP_PREFIX = "backbone.clip."
 HEAD_PREFIX = "sem_seg_head."
 
 # CAT-Seg name (after "sem_seg_head.predictor.transformer." or, for the upsamplers, at the top
 # level) -> name inside AHS-Seg's CATSegHead. First matching rule wins.
-_AGGREGATOR = r"sem_seg_head\.predictor\.transformer\."
+_AGGREGATOR = re.escape(CATSEG_AGGREGATOR_PREFIX)
 _HEAD_RULES: List[Tuple[str, str]] = [
     (_AGGREGATOR + r"conv1\.", "cost_embed."),
     (_AGGREGATOR + r"guidance_projection\.0\.", "appearance_guidance_proj."),
@@ -71,7 +72,7 @@ def load_catseg_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_weights_only(path)
     except pickle.UnpicklingError as error:
         raise ConversionError(
             f"{path!r} holds Python objects other than tensors and plain containers, which "
@@ -80,8 +81,7 @@ def load_catseg_checkpoint(path: str) -> Dict[str, torch.Tensor]:
             "do trust it, re-save just its state dict: "
             "torch.save({'model': torch.load(f, weights_only=False)['model']}, g)") from error
     state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
-    if not isinstance(state_dict, Mapping) or not all(
-            isinstance(v, torch.Tensor) for v in state_dict.values()):
+    if not is_tensor_mapping(state_dict):
         raise ConversionError(f"{path!r} is not a detectron2 checkpoint: expected a dict whose "
                               "'model' entry maps parameter names to tensors")
     return dict(state_dict)
@@ -136,27 +136,21 @@ def convert_catseg_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[st
 
 
 def check_against_config(state_dict: Mapping[str, torch.Tensor], config_file: str) -> None:
-    """Build the model of ``config_file`` (random CLIP weights) and load ``state_dict`` strictly."""
-    from detectron2.config import get_cfg
+    """Build the model of ``config_file`` (random CLIP weights) and load ``state_dict`` strictly.
 
-    from cat_seg import add_ahs_config
+    The config is built as every entry point builds it (:func:`cat_seg.config.build_config`,
+    validated), except that it need not name a dataset: only its model is built.
+    """
     from cat_seg.ahs_seg_model import AHSSeg
+    from cat_seg.config import build_config
 
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS = "random"
-    expected = AHSSeg(cfg).state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
-                  for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
+    cfg = build_config(config_file, ["MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS", "random"], needs_data=False)
+    diff = KeyDiff.between(AHSSeg(cfg).state_dict(), state_dict).sorted()
+    if diff:
         raise ConversionError(
-            f"the converted weights do not fit {config_file}: missing {missing[:5]} "
-            f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)}), shape "
-            f"mismatches {mismatched[:5]}; pick the config of the checkpoint's CLIP (ViT-B/16: "
-            "configs/vitb_384_catseg.yaml, ViT-L/14@336px: configs/vitl_336_catseg.yaml)")
+            f"the converted weights do not fit {config_file}: {diff.brief()}; pick the config "
+            "of the checkpoint's CLIP (ViT-B/16: configs/vitb_384_catseg.yaml, ViT-L/14@336px: "
+            "configs/vitl_336_catseg.yaml)")
 
 
 def main(argv=None) -> None:

@@ -3,15 +3,20 @@
 Importing this package registers every dataset with detectron2 (lazily: nothing is read from
 disk until a dataset is loaded).
 """
-from .benchmarks import BENCHMARKS as _BENCHMARK_DATASETS
-from .benchmarks import OVSS_BENCHMARKS, register_all_benchmarks
+from .benchmarks import OVSS_BENCHMARKS, PUBLIC_BENCHMARK_DATASETS, register_all_benchmarks
 from .dataset_mapper import SemanticDatasetMapper
+from .paths import dataset_root
 from .synthetic import SYNTHETIC_DATASETS, register_synthetic_datasets
 
-# Benchmark short name (a results-table column) -> detectron2 dataset name of its test split.
-BENCHMARKS = dict(_BENCHMARK_DATASETS)
-BENCHMARKS.update({benchmark: name for name, (split, _, benchmark) in SYNTHETIC_DATASETS.items()
-                   if split != "seen_train"})
+# Every benchmark, public and synthetic: short name (a results-table column) -> detectron2
+# dataset name of its test split.
+ALL_BENCHMARK_DATASETS = dict(PUBLIC_BENCHMARK_DATASETS)
+ALL_BENCHMARK_DATASETS.update({benchmark: name
+                               for name, (split, _, benchmark) in SYNTHETIC_DATASETS.items()
+                               if split != "seen_train"})
+# Former name, still imported by tools/eval_benchmarks.py.
+BENCHMARKS = ALL_BENCHMARK_DATASETS
 
-__all__ = ["BENCHMARKS", "OVSS_BENCHMARKS", "SemanticDatasetMapper", "register_all_benchmarks",
+__all__ = ["ALL_BENCHMARK_DATASETS", "BENCHMARKS", "OVSS_BENCHMARKS", "PUBLIC_BENCHMARK_DATASETS",
+           "SemanticDatasetMapper", "dataset_root", "register_all_benchmarks",
            "register_synthetic_datasets"]

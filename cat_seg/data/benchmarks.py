@@ -59,10 +59,12 @@ from typing import Dict, List, Optional, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
+from .paths import dataset_root
+
 __all__ = [
-    "BENCHMARKS",
     "BENCHMARK_SPLITS",
     "OVSS_BENCHMARKS",
+    "PUBLIC_BENCHMARK_DATASETS",
     "BenchmarkSplit",
     "DatasetNotPreparedError",
     "dataset_root",
@@ -181,8 +183,10 @@ BENCHMARK_SPLITS: Tuple[BenchmarkSplit, ...] = (
 # The six zero-shot columns of the OVSS results table, in the papers' order.
 OVSS_BENCHMARKS: Tuple[str, ...] = ("A-847", "PC-459", "A-150", "PC-59", "PAS-20", "PAS-20b")
 
-# Benchmark short name -> the detectron2 name of its test split (the six + COCO-Stuff val).
-BENCHMARKS: Dict[str, str] = {
+# The public benchmarks (the six + COCO-Stuff val), whose data lie under the dataset root:
+# short name -> the detectron2 name of its test split. cat_seg.data.ALL_BENCHMARK_DATASETS adds
+# the synthetic ones.
+PUBLIC_BENCHMARK_DATASETS: Dict[str, str] = {
     "A-847": "ade20k_full_sem_seg_freq_val_all",
     "PC-459": "context_459_test_sem_seg",
     "A-150": "ade20k_150_test_sem_seg",
@@ -191,11 +195,6 @@ BENCHMARKS: Dict[str, str] = {
     "PAS-20b": "voc_2012_test_background_sem_seg",
     "COCO-171": "coco_2017_test_stuff_all_sem_seg",
 }
-
-
-def dataset_root(root: Optional[str] = None) -> str:
-    """``root``, else ``$DETECTRON2_DATASETS``, else ``datasets`` (relative to the working dir)."""
-    return root if root is not None else os.getenv("DETECTRON2_DATASETS", "datasets")
 
 
 @lru_cache(maxsize=None)

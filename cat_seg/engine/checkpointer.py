@@ -9,6 +9,8 @@ Loading (``MODEL.WEIGHTS``, ``--resume``) is strict where detectron2 only warns:
 unreadable or truncated file, and a checkpoint of another architecture (model weights missing
 or of another shape), stop with an error instead of evaluating or training a partly random model.
 Files are read with ``torch.load(weights_only=True)``: a file that would run code is refused.
+Reading and the key-diff wording come from :mod:`cat_seg.utils.state_dicts`, shared with the
+CLIP weights' loader and ``tools/convert_checkpoint.py``.
 
 Weights in the file that the model does not have ("unexpected" keys: e.g. the full model's AFR
 and HPA weights loaded into the baseline config) are an error too, unless the checkpointer is
@@ -21,23 +23,17 @@ never writes one (so ``last_checkpoint`` always points at finite weights).
 """
 import logging
 import os
-from collections import Counter
 from typing import Any, List, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-_CATSEG_PREFIXES = ("sem_seg_head.predictor.clip_model.", "sem_seg_head.predictor.transformer.")
+from ..utils.state_dicts import (CATSEG_CLIP_PREFIX, CATSEG_PREFIXES, KeyDiff, load_weights_only,
+                                 module_summary)
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint does not fit the model built from the config (the message says why)."""
-
-
-def _module_summary(keys: List[str], depth: int = 1) -> str:
-    """``"feature_rectification.* (12), prototype_alignment.* (2)"``."""
-    counts = Counter(".".join(k.split(".")[:depth]) for k in keys)
-    return ", ".join(f"{name}.* ({n})" for name, n in sorted(counts.items()))
 
 
 def non_finite_tensors(state: dict) -> List[str]:
@@ -49,7 +45,7 @@ def non_finite_tensors(state: dict) -> List[str]:
 
 def catseg_conversion_command(path: str, state: dict) -> Tuple[str, str, str]:
     """(command, converted file, config) to convert the official CAT-Seg checkpoint at ``path``."""
-    width = state.get("sem_seg_head.predictor.clip_model.visual.conv1.weight")
+    width = state.get(CATSEG_CLIP_PREFIX + "visual.conv1.weight")
     config = ("configs/vitl_336_catseg.yaml" if width is not None and width.shape[0] == 1024
               else "configs/vitb_384_catseg.yaml")
     stem, _ = os.path.splitext(path)
@@ -107,7 +103,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename: str):
         # Never detectron2's pickle paths (.pkl / .pyth model-zoo files): unpickling runs code.
         try:
-            loaded = torch.load(filename, map_location="cpu", weights_only=True)
+            loaded = load_weights_only(filename)
         except Exception as error:  # truncated zip, foreign format, or pickled code
             raise ValueError(
                 f"checkpoint {filename} could not be read ({type(error).__name__}: {error}); "
@@ -121,7 +117,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint: Any):
         path = self._loading or "the checkpoint"
         state = checkpoint.get("model", {})
-        if any(k.startswith(_CATSEG_PREFIXES) for k in state):
+        if any(k.startswith(CATSEG_PREFIXES) for k in state):
             command, output, config = catseg_conversion_command(path, state)
             raise CheckpointMismatchError(
                 f"{path} is an official CAT-Seg checkpoint (its weights are under "
@@ -135,22 +131,18 @@ class AtomicCheckpointer(DetectionCheckpointer):
         incompatible = super()._load_model(checkpoint)
         if incompatible is not None and (incompatible.missing_keys
                                          or incompatible.incorrect_shapes):
-            shapes = [f"{k} {tuple(a)} in the file vs {tuple(b)} in the model"
-                      for k, a, b in incompatible.incorrect_shapes]
-            problems = ([f"{len(incompatible.missing_keys)} model weights missing (e.g. "
-                         f"{', '.join(incompatible.missing_keys[:4])})"]
-                        if incompatible.missing_keys else []) + \
-                       ([f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:3])})"]
-                        if shapes else [])
+            diff = KeyDiff(missing=list(incompatible.missing_keys),
+                           mismatched=[(k, tuple(a), tuple(b))
+                                       for k, a, b in incompatible.incorrect_shapes])
             raise CheckpointMismatchError(
                 f"the checkpoint {path} does not fit the model built from the config: "
-                f"{' and '.join(problems)}; it belongs to another architecture or config — use "
-                "the config it was trained with (its OUTPUT_DIR/config.yaml)")
+                f"{diff.missing_or_reshaped()}; it belongs to another architecture or config — "
+                "use the config it was trained with (its OUTPUT_DIR/config.yaml)")
         unexpected = list(incompatible.unexpected_keys) if incompatible is not None else []
         if unexpected and not self.allow_unexpected:
             raise CheckpointMismatchError(
                 f"the checkpoint {path} holds {len(unexpected)} weights the model built from the "
-                f"config does not have: {_module_summary(unexpected)}; it was trained with "
+                f"config does not have: {module_summary(unexpected)}; it was trained with "
                 "another config (e.g. the full model's AFR/HPA weights evaluated with the baseline "
                 "config), so the results would not be that model's. Use the config it was trained "
                 "with (its OUTPUT_DIR/config.yaml), or, to use only the weights that fit on "
@@ -161,7 +153,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
             logging.getLogger("cat_seg").warning(
                 "MODEL.ALLOW_UNEXPECTED_WEIGHTS / fine-tuning: %d weights of %s that this model "
                 "does not have are IGNORED: %s", len(unexpected), path,
-                _module_summary(unexpected))
+                module_summary(unexpected))
             # Reported once, here; fvcore's own log of the same keys is redundant.
             incompatible.unexpected_keys.clear()
         return incompatible

@@ -6,7 +6,12 @@ Parameter groups (one per distinct (lr, weight_decay) pair):
   ``lr = BASE_LR * SOLVER.CLIP_MULTIPLIER``; everything else gets ``BASE_LR``.
 - No weight decay on normalisation layers, biases and other 1-D / scalar parameters
   (learnable temperatures, gates), since decaying them towards 0 changes what they mean.
-- Positional / class / padding embeddings get ``SOLVER.WEIGHT_DECAY_EMBED``.
+- Positional / class / padding embeddings get ``SOLVER.WEIGHT_DECAY_EMBED`` (names in
+  ``_EMBEDDING_NAMES``). Of the class aggregation's two padding parameters only
+  ``padding_tokens`` matches; its twin ``padding_guidance`` (3-D) gets ``SOLVER.WEIGHT_DECAY``.
+  CAT-Seg's own optimizer gives ``WEIGHT_DECAY_EMBED`` to ``nn.Embedding`` modules only, so both
+  of its padding parameters get ``WEIGHT_DECAY`` there. Kept as is: changing either side changes
+  the training numbers of configs with ``CLASS_PAD_LEN > 0`` whenever the two decays differ.
 """
 from typing import Dict, List, Type
 
@@ -25,6 +30,11 @@ _NORM_TYPES = (
     nn.SyncBatchNorm,
     nn.InstanceNorm2d,
 )
+# SOLVER.OPTIMIZER values.
+OPTIMIZERS = ("ADAMW", "SGD")
+# SOLVER.CLIP_GRADIENTS.CLIP_TYPE values: the whole model at once, or detectron2's per-parameter
+# types.
+CLIP_GRADIENT_TYPES = ("full_model", "value", "norm")
 # Substrings of parameter names that are embeddings rather than weights of a layer.
 _EMBEDDING_NAMES = ("positional_embedding", "class_embedding", "pos_embed", "cls_token",
                     "relative_position_bias_table", "pad_token", "padding_token")
@@ -96,13 +106,13 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         clip_multiplier=cfg.SOLVER.CLIP_MULTIPLIER,
     )
     name = cfg.SOLVER.OPTIMIZER.upper()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r} is not supported; "
+                         f"use {' or '.join(map(repr, OPTIMIZERS))}")
     if name == "ADAMW":
         optimizer_cls, kwargs = torch.optim.AdamW, {}
-    elif name == "SGD":
-        optimizer_cls, kwargs = torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM}
     else:
-        raise ValueError(f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r} is not supported; "
-                         "use 'ADAMW' or 'SGD'")
+        optimizer_cls, kwargs = torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM}
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if clip.ENABLED and clip.CLIP_TYPE == "full_model":
         optimizer_cls = with_full_model_gradient_clipping(optimizer_cls, clip.CLIP_VALUE)

@@ -13,11 +13,10 @@ import time
 import torch
 from detectron2.engine import SimpleTrainer
 
-_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+from ..utils.device import module_device
 
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+# SOLVER.AMP.PRECISION -> autocast dtype.
+AMP_PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class MixedPrecisionTrainer(SimpleTrainer):
@@ -25,10 +24,11 @@ class MixedPrecisionTrainer(SimpleTrainer):
 
     def __init__(self, model, data_loader, optimizer, precision: str = "bfloat16"):
         super().__init__(model, data_loader, optimizer)
-        if precision not in _PRECISIONS:
-            raise ValueError(f"SOLVER.AMP.PRECISION={precision!r}; use one of {sorted(_PRECISIONS)}")
-        self.precision = _PRECISIONS[precision]
-        self.device_type = model_device(model).type
+        if precision not in AMP_PRECISIONS:
+            raise ValueError(f"SOLVER.AMP.PRECISION={precision!r}; "
+                             f"use one of {sorted(AMP_PRECISIONS)}")
+        self.precision = AMP_PRECISIONS[precision]
+        self.device_type = module_device(model).type
         if self.precision == torch.float16 and self.device_type == "cpu":
             raise ValueError("float16 autocast is not supported on CPU; set "
                              "SOLVER.AMP.PRECISION bfloat16 (or disable SOLVER.AMP.ENABLED)")

@@ -22,13 +22,14 @@ from cat_seg.data.label_io import read_image_rgb, read_label
 from cat_seg.modeling.clip.encoders import encode_image_global_and_dense
 from cat_seg.modeling.clip.pretraining import own_weights
 from cat_seg.modeling.head.cost_volume import cosine_cost_volume
+from cat_seg.utils.device import module_device
 
 from .sem_seg_evaluator import SemSegEvaluator
 
 
 def _clip_input(backbone, image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, R, R) CLIP-normalised on the backbone's device."""
-    device = backbone.clip.token_embedding.weight.device
+    device = module_device(backbone)
     x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].to(device, torch.float32)
     mean = torch.tensor(backbone.pixel_mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(backbone.pixel_std, device=device).view(1, 3, 1, 1)

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from cat_seg.data.paths import dataset_root
 from cat_seg.data.synthetic.classes import SEEN_CLASSES, UNSEEN_CLASSES
 from cat_seg.data.synthetic.scenes import IGNORE_LABEL
 from cat_seg.data.synthetic.storage import (
@@ -66,9 +67,7 @@ def register_synthetic_datasets(
 
     Idempotent; calling it again with other arguments re-registers the three datasets.
     """
-    if root is None:
-        root = os.environ.get("DETECTRON2_DATASETS", "datasets")
-    dataset_dir = os.path.abspath(os.path.join(root, "synthetic"))
+    dataset_dir = os.path.abspath(os.path.join(dataset_root(root), "synthetic"))
     counts = {"seen_train": num_train, "seen_val": num_val, "unseen_val": num_unseen_val}
     for name, (split, classes, benchmark) in SYNTHETIC_DATASETS.items():
         if _registered.get(name) == (dataset_dir, counts):

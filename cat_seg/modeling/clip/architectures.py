@@ -121,11 +121,6 @@ def supported_open_clip_names() -> Tuple[str, ...]:
     )
 
 
-def known_architecture_names() -> List[str]:
-    """Every accepted ``CLIP_PRETRAINED`` value: tiny, OpenAI names, then open_clip names."""
-    return [TINY_NAME, *OPENAI_NAMES, *supported_open_clip_names()]
-
-
 def resolve_architecture(name: str) -> CLIPArchitecture:
     """Map a ``CLIP_PRETRAINED`` name to its architecture, or fail naming the known ones."""
     if name == TINY_NAME:

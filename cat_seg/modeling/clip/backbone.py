@@ -63,9 +63,11 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
-from .architectures import resolve_architecture
+from ...utils.device import module_device
+from .architectures import CLIPArchitecture, resolve_architecture
 from .blocks import ProjectionWeights, SplitQKVSelfAttention
-from .checkpoint import convert_clip_state_dict, load_clip_weights, read_checkpoint, resolve_weights
+from .checkpoint import (WeightsSource, convert_clip_state_dict, load_clip_weights, read_checkpoint,
+                         resolve_weights)
 from .encoders import encode_image_tokens, encode_text_tokens
 from .oft import TEXT, VISION, HCLIPOrthogonalAdapter
 from .prompts import build_prompts, clip_tokenizer, prompt_templates, warn_truncated
@@ -105,7 +107,8 @@ class CLIPBackbone(nn.Module):
     ):
         """
         Args:
-            architecture: a name of :func:`.architectures.known_architecture_names`.
+            architecture: "AHS-Tiny/16", an OpenAI / CAT-Seg name ("ViT-B/16", "ViT-L/14@336px")
+                or a plain-ViT open_clip name (see :func:`.architectures.resolve_architecture`).
             weights: ``"random"``, a local checkpoint file or an open_clip pretrained tag.
             resolution: input side R (None: the architecture's native resolution).
             guidance_layers: vision block indices in [0, L−2] (CAT-Seg: 3, 7 for B; 7, 15 for L).
@@ -115,22 +118,43 @@ class CLIPBackbone(nn.Module):
             prompt_ensemble: ``"single"`` or ``"imagenet"``.
         """
         super().__init__()
-        if finetune not in FINETUNE_MODES:
-            raise ValueError(f"Unknown CLIP fine-tuning mode {finetune!r} (MODEL.SEM_SEG_HEAD."
-                             f"CLIP_FINETUNE); choose one of {list(FINETUNE_MODES)}.")
-        arch = resolve_architecture(architecture)
-        vision_cfg, text_cfg = arch.vision_cfg, arch.text_cfg
         # Every configuration check comes before any download or checkpoint read.
+        _check_finetune_mode(finetune)
+        arch = resolve_architecture(architecture)
+        self._set_geometry(arch, resolution)
+        self._set_guidance_layers(arch, guidance_layers)
+        self._set_prompts(arch, prompt_ensemble)
+        self.finetune = finetune
+        adapter = self._build_adapter(arch, finetune, oft_block_size, oft_vision_cayley)
+
+        source = resolve_weights(arch, weights)
+        self.pixel_mean = tuple(255.0 * m for m in source.mean)
+        self.pixel_std = tuple(255.0 * s for s in source.std)
+        # Registration order (clip, then adapter) is the state dict's key order.
+        self.clip = _build_split_attention_clip(arch, source)
+        if source.path is not None:
+            load_clip_weights(self.clip, convert_clip_state_dict(read_checkpoint(source.path)),
+                              source=weights)
+        self.adapter = adapter
+        self._freeze_all_but_trained(finetune)
+        self._init_caches()
+
+    # ------------------------------------------------------------------ construction steps
+    def _set_geometry(self, arch: CLIPArchitecture, resolution: Optional[int]) -> None:
+        """Widths, patch size, input resolution (checked) and the dense grid."""
         self.architecture = arch.name
         self.embed_dim = arch.embed_dim
-        self.vision_width = int(vision_cfg.width)
+        self.vision_width = int(arch.vision_cfg.width)
         self.patch_size = arch.patch_size
         self.resolution = int(resolution) if resolution is not None else arch.native_resolution
         if self.resolution <= 0 or self.resolution % self.patch_size:
             raise ValueError(f"CLIP resolution {self.resolution} (MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION) "
                              f"is not a positive multiple of the patch size {self.patch_size}.")
         self.grid_size = (self.resolution // self.patch_size,) * 2
-        depth = int(vision_cfg.layers)
+
+    def _set_guidance_layers(self, arch: CLIPArchitecture, guidance_layers: Sequence[int]) -> None:
+        """The vision blocks whose tokens guide the decoder (any but the last, which runs dense)."""
+        depth = int(arch.vision_cfg.layers)
         self.guidance_layers = tuple(int(i) for i in guidance_layers)
         if any(not 0 <= i <= depth - 2 for i in self.guidance_layers):
             raise ValueError(
@@ -138,40 +162,34 @@ class CLIPBackbone(nn.Module):
                 f"CLIP_GUIDANCE_LAYERS) must be vision block indices in [0, {depth - 2}]: {arch.name} "
                 f"has {depth} blocks and the last one runs in dense mode (CAT-Seg: [3, 7] for "
                 f"ViT-B/16, [7, 15] for ViT-L/14).")
+
+    def _set_prompts(self, arch: CLIPArchitecture, prompt_ensemble: str) -> None:
+        """Prompt templates and the tokenizer of the text encoder's context length."""
         self.prompt_templates = prompt_templates(prompt_ensemble)
         self.num_prompts = len(self.prompt_templates)
-        self.tokenizer = clip_tokenizer(int(text_cfg.context_length))
-        self.finetune = finetune
-        adapter = (
-            HCLIPOrthogonalAdapter(
-                text_width=int(text_cfg.width), text_layers=int(text_cfg.layers),
-                vision_width=self.vision_width, vision_layers=depth,
-                block_size=oft_block_size, vision_cayley=oft_vision_cayley)
-            if finetune == "oft_both" else None
-        )
+        self.tokenizer = clip_tokenizer(int(arch.text_cfg.context_length))
 
-        source = resolve_weights(arch, weights)
-        self.pixel_mean = tuple(255.0 * m for m in source.mean)
-        self.pixel_std = tuple(255.0 * s for s in source.std)
-        self.clip = open_clip.model.CLIP(
-            embed_dim=arch.embed_dim, vision_cfg=vision_cfg, text_cfg=text_cfg,
-            quick_gelu=arch.quick_gelu or source.quick_gelu,
-            **({"init_logit_scale": arch.config["init_logit_scale"]}
-               if "init_logit_scale" in arch.config else {}),
-        )
-        for block in itertools.chain(self.clip.visual.transformer.resblocks,
-                                     self.clip.transformer.resblocks):
-            block.attn = SplitQKVSelfAttention.from_multihead_attention(block.attn)
-        if source.path is not None:
-            load_clip_weights(self.clip, convert_clip_state_dict(read_checkpoint(source.path)),
-                              source=weights)
-        self.adapter = adapter
+    def _build_adapter(self, arch: CLIPArchitecture, finetune: str, block_size: int,
+                       vision_cayley: bool) -> Optional[HCLIPOrthogonalAdapter]:
+        """H-CLIP's adapters for ``oft_both``, else None (built before CLIP, as always)."""
+        if finetune != "oft_both":
+            return None
+        text_cfg = arch.text_cfg
+        return HCLIPOrthogonalAdapter(
+            text_width=int(text_cfg.width), text_layers=int(text_cfg.layers),
+            vision_width=self.vision_width, vision_layers=int(arch.vision_cfg.layers),
+            block_size=block_size, vision_cayley=vision_cayley)
+
+    def _freeze_all_but_trained(self, finetune: str) -> None:
+        """Freeze CLIP; ``attention`` then unfreezes every q and v projection weight."""
         self.clip.requires_grad_(False)
         if finetune == "attention":
             for block in self._blocks(TEXT) + self._blocks(VISION):
                 block.attn.q_proj.weight.requires_grad_(True)
                 block.attn.v_proj.weight.requires_grad_(True)
 
+    def _init_caches(self) -> None:
+        """Bypass depth, folded weights, text embeddings and tokens (see the module doc)."""
         self._bypass_depth = 0
         self._folded: Dict[str, Tuple[Hashable, List[ProjectionWeights]]] = {}
         self._text_cache: "OrderedDict[Hashable, Tuple[Hashable, torch.Tensor]]" = OrderedDict()
@@ -231,7 +249,7 @@ class CLIPBackbone(nn.Module):
         cache_key = (names, self._bypass_depth > 0)
         state = None
         if not self._needs_graph():
-            state = (self._weights_key(), _autocast_state(self.clip.token_embedding.weight.device))
+            state = (self._weights_key(), _autocast_state(module_device(self.clip)))
             hit = self._text_cache.get(cache_key)
             if hit is not None and hit[0] == state:
                 self._text_cache.move_to_end(cache_key)
@@ -316,7 +334,27 @@ class CLIPBackbone(nn.Module):
             warn_truncated(names, prompts, self.tokenizer)
             tokens = self.tokenizer(prompts)
             _remember(self._token_cache, names, tokens)
-        return tokens.to(self.clip.token_embedding.weight.device)
+        return tokens.to(module_device(self.clip))
+
+
+def _check_finetune_mode(finetune: str) -> None:
+    if finetune not in FINETUNE_MODES:
+        raise ValueError(f"Unknown CLIP fine-tuning mode {finetune!r} (MODEL.SEM_SEG_HEAD."
+                         f"CLIP_FINETUNE); choose one of {list(FINETUNE_MODES)}.")
+
+
+def _build_split_attention_clip(arch: CLIPArchitecture, source: WeightsSource) -> nn.Module:
+    """open_clip's CLIP for ``arch`` (QuickGELU if the weights need it), its attention layers
+    replaced by :class:`.blocks.SplitQKVSelfAttention` (random weights until loaded)."""
+    clip = open_clip.model.CLIP(
+        embed_dim=arch.embed_dim, vision_cfg=arch.vision_cfg, text_cfg=arch.text_cfg,
+        quick_gelu=arch.quick_gelu or source.quick_gelu,
+        **({"init_logit_scale": arch.config["init_logit_scale"]}
+           if "init_logit_scale" in arch.config else {}),
+    )
+    for block in itertools.chain(clip.visual.transformer.resblocks, clip.transformer.resblocks):
+        block.attn = SplitQKVSelfAttention.from_multihead_attention(block.attn)
+    return clip
 
 
 def _autocast_state(device: torch.device) -> Tuple[bool, torch.dtype]:

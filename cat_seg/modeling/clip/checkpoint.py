@@ -16,13 +16,14 @@ packed (OpenAI / open_clip: ``attn.in_proj_weight`` (3W, W), ``attn.in_proj_bias
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
+from ...utils.state_dicts import KeyDiff, is_tensor_mapping, load_weights_only
 from .architectures import CLIPArchitecture
 
 RANDOM_WEIGHTS = "random"
@@ -111,7 +112,7 @@ def read_checkpoint(path: str) -> Dict[str, torch.Tensor]:
         checkpoint = torch.jit.load(path, map_location="cpu").state_dict()
     else:
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = load_weights_only(path)
         except Exception as error:
             raise ValueError(
                 f"Could not read {path!r} as a CLIP state dict ({type(error).__name__}: {error}). "
@@ -119,8 +120,7 @@ def read_checkpoint(path: str) -> Dict[str, torch.Tensor]:
             ) from error
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, Mapping) or not all(
-            isinstance(v, torch.Tensor) for v in checkpoint.values()):
+    if not is_tensor_mapping(checkpoint):
         raise ValueError(
             f"{path!r} does not hold a CLIP state dict (a mapping of tensors); a full training "
             f"checkpoint must be converted first (e.g. CAT-Seg's: extract its CLIP weights)."
@@ -161,22 +161,11 @@ def load_clip_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     Fails listing the missing, unexpected and wrongly shaped keys when the checkpoint is of
     another architecture.
     """
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        def listing(title: str, items: List[str]) -> str:
-            more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
-            return f"\n  {title} ({len(items)}): {items[:8]}{more}" if items else ""
-
+    diff = KeyDiff.between(model.state_dict(), state_dict)
+    if diff:
         raise ValueError(
             f"The CLIP checkpoint {source!r} does not match the configured architecture "
             f"(MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED); pick the architecture it was saved from."
-            + listing("shape mismatches", mismatched) + listing("missing keys", missing)
-            + listing("unexpected keys", unexpected)
+            + diff.listing()
         )
     model.load_state_dict(state_dict, strict=True)
