@@ -16,6 +16,8 @@ from torch import Tensor, nn
 
 import cat_seg  # noqa: F401  (registrations)
 from cat_seg import add_ahs_config, check_config
+from cat_seg.analysis.measure import count_parameters
+from cat_seg.analysis.parts import enabled_modules, not_used_at_inference
 from cat_seg.modeling.hyperspherical import (
     AHS_MODULE_REGISTRY,
     AHSContext,
@@ -139,6 +141,15 @@ def test_a_fourth_module_trains_and_runs_at_inference(feature_gain):
         # ... and the hook is on the inference path: a gain changes the scores.
         model.feature_gain.log_gain.fill_(1.0)
         assert not torch.allclose(model(inputs)[0]["sem_seg"], scores)
+
+
+def test_the_model_analysis_measures_it_without_being_told(feature_gain):
+    cfg = _cfg(USE_FEATURE_GAIN=True)
+    assert enabled_modules(cfg) == {"HPA": False, "SDR": False, "AFR": False, "GAIN": True}
+    # It has a feature hook, so it runs at inference (unlike HPA and SDR).
+    assert not_used_at_inference() == ("adapters", "HPA", "SDR")
+    by_part = count_parameters(_build(cfg), cfg)["by_part"]
+    assert by_part["GAIN"]["total"] == 1 and by_part["other"]["total"] == 0
 
 
 def test_a_registered_module_that_is_off_leaves_the_model_as_without_it(feature_gain):

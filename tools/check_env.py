@@ -2,12 +2,19 @@
 
 Used by ``tools/bootstrap.sh`` to decide between the current interpreter and ``./.venv``.
 Prints the first unmet requirement on failure, so a user sees why a venv is being built.
+
+``--package``: instead, exit 0 when ``import cat_seg`` (from any folder) resolves to this
+checkout's ``cat_seg/``, i.e. the project is installed (``pip install -e .``) or on PYTHONPATH;
+the package is located without being imported (no torch start-up).
 """
+import os
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def main() -> int:
+
+def requirements_met() -> int:
     try:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -15,7 +22,7 @@ def main() -> int:
     except ImportError as e:  # `packaging` missing: this interpreter is not set up
         print(f"check_env: {e}")
         return 1
-    req_file = Path(__file__).resolve().parent.parent / "requirements.txt"
+    req_file = ROOT / "requirements.txt"
     for line in req_file.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -36,6 +43,24 @@ def main() -> int:
         print("check_env: detectron2 is not importable")
         return 1
     return 0
+
+
+def package_here() -> int:
+    import importlib.util
+
+    # sys.path[0] is this script's folder (tools/), not the repository root: the root counts
+    # only when installed or on PYTHONPATH, as for every tool.
+    spec = importlib.util.find_spec("cat_seg")
+    found = os.path.dirname(spec.origin) if spec is not None and spec.origin else None
+    if found is None or Path(found).resolve() != ROOT / "cat_seg":
+        print(f"check_env: import cat_seg resolves to {found or 'nothing'}, not {ROOT / 'cat_seg'}")
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return package_here() if argv == ["--package"] else requirements_met()
 
 
 if __name__ == "__main__":

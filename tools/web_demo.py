@@ -11,372 +11,32 @@ lava, ice, gravel, carpet, balloon, kite and of the seen ones, drawn by the data
 generator), a class-name box, an opacity slider, the overlay with a legend of the classes present,
 a table of their areas (% of the pixels) and the probability map of one chosen class.
 
-Inference is tools/demo.py's: the same vocabulary checks, config, model building, weight loading,
-resize + test path (``demo.segment_image``) and overlay (``labelled_overlay``); only the image
-comes from memory. Bad input (no or a duplicate class name, a file that is not an image, a model
+Inference is tools/demo.py's (cat_seg.demo.images): the same vocabulary checks, config, model
+building, weight loading, resize + test path (``segment_image``) and overlay
+(``labelled_overlay``); only the image comes from memory. The page is cat_seg.demo.web's; this
+script checks the arguments and starts the server. Bad input (no or a duplicate class name, a file that is not an image, a model
 still loading) gives a message on the page; an image larger than ``--max-side`` is downscaled
 with a note.
 """
 import argparse
-import html
 import logging
 import os
-import sys
-import threading
-import time
-import traceback
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+# Also this script's names before the library had them (tests and notebooks use them from here).
+from cat_seg.demo import images as cli  # noqa: F401
+from cat_seg.demo.web import (  # noqa: F401
+    DEFAULT_MAX_SIDE, EXAMPLE_SCENES, INSTALL_HINT, BadUpload, InputError, ModelNotReady, ModelSlot,
+    Segmentation, area_table, build_app, downscale, import_gradio, log, model_builder,
+    overlay_picture, parse_page_vocabulary, probability_picture, read_upload, segment, status_text,
+    serve, write_examples)
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOOLS)
-sys.path.insert(0, ROOT)
-sys.path.insert(0, TOOLS)
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import demo as cli  # noqa: E402  (tools/demo.py: the one inference code path)
-from cat_seg.utils.visualization import labelled_overlay, palette  # noqa: E402
-
 DEFAULT_CONFIG = "configs/synthetic/quickstart.yaml"
 DEFAULT_WEIGHTS = "output/quickstart/model_final.pth"
 QUICKSTART_COMMAND = "bash run_ahs.sh configs/synthetic/quickstart.yaml"
-INSTALL_HINT = "pip install -r requirements-demo.txt   (or: pip install 'gradio>=6,<7')"
-DEFAULT_MAX_SIDE = 1600
 EXAMPLES_DIR = os.path.join("output", "web_demo", "examples")
-# (split, image index, vocabulary): scenes drawn exactly as datasets/synthetic/images/<split>/
-# NNNNNN.jpg (same generator and seed) but saved losslessly; the indices pick scenes showing
-# many classes.
-EXAMPLE_SCENES = (
-    ("unseen_val", 3, "held-out"),
-    ("unseen_val", 6, "held-out"),
-    ("seen_val", 6, "seen"),
-    ("unseen_val", 0, "all"),
-)
 
-log = logging.getLogger("web_demo")
-
-
-class InputError(ValueError):
-    """Something the user can fix on the page; its text is shown there."""
-
-
-class ModelNotReady(RuntimeError):
-    """The model is still loading, or failed to load; its text is shown on the page."""
-
-
-# ---------------------------------------------------------------------------------- the model
-
-class ModelSlot:
-    """The demo's model, built in a background thread so the page answers at once.
-
-    ``build()`` returns ``(model, mapper)``; :meth:`get` hands them out once built and otherwise
-    raises :class:`ModelNotReady` saying whether it is still loading or why loading failed.
-    ``lock`` serialises inference: ``set_vocabulary`` changes the shared model.
-    """
-
-    def __init__(self, build: Callable[[], Tuple[torch.nn.Module, object]]):
-        self._build = build
-        self._done = threading.Event()
-        self._value = None
-        self._error: Optional[str] = None
-        self._started = time.monotonic()
-        self.lock = threading.Lock()
-
-    def start(self) -> "ModelSlot":
-        self._started = time.monotonic()
-        threading.Thread(target=self._load, name="model-loader", daemon=True).start()
-        return self
-
-    def _load(self) -> None:
-        try:
-            self._value = self._build()
-        except Exception as error:  # noqa: BLE001  (any failure is shown on the page)
-            log.error("loading the model failed:\n%s", traceback.format_exc())
-            self._error = f"{type(error).__name__}: {error}"
-        finally:
-            self._done.set()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """True once loading has finished (successfully or not)."""
-        return self._done.wait(timeout)
-
-    def get(self):
-        if not self._done.is_set():
-            raise ModelNotReady(
-                f"The model is still loading ({time.monotonic() - self._started:.0f} s so far); "
-                "press Segment again in a moment.")
-        if self._error is not None:
-            raise ModelNotReady(
-                f"The model could not be loaded ({self._error}). Fix --config-file / --weights "
-                "and restart tools/web_demo.py.")
-        return self._value
-
-
-def model_builder(config_file: str, weights: str, device: Optional[str] = None,
-                  opts: Sequence[str] = ()) -> Callable[[], Tuple[torch.nn.Module, object]]:
-    """The loader of tools/demo.py (config, model, strict weights) plus the evaluation mapper."""
-    def build():
-        from cat_seg.data.dataset_mapper import SemanticDatasetMapper
-
-        cfg = cli.setup_cfg(config_file, opts, device=device, weights=weights)
-        return cli.build_demo_model(cfg), SemanticDatasetMapper(cfg, is_train=False)
-    return build
-
-
-# ---------------------------------------------------------------------------------- inputs
-
-@dataclass
-class BadUpload:
-    """An upload the image component could not open (what its preprocessing raised)."""
-    name: str
-    reason: str
-
-
-def parse_page_vocabulary(text: Optional[str]) -> List[str]:
-    """Class names of the page's box (comma-separated), checked as the CLI checks them."""
-    if not text or not text.replace(",", " ").strip():
-        raise InputError("Type at least one class name in the class-name box, comma-separated, "
-                         "e.g. \"sky, grass, road\".")
-    try:
-        return cli.check_vocabulary(text.split(","), "class-name box")
-    except ValueError as error:
-        message = str(error)
-        raise InputError(f"{message[:1].upper()}{message[1:]}.") from error
-
-
-def read_upload(upload, max_side: int) -> Tuple[np.ndarray, Optional[str]]:
-    """The uploaded image as uint8 RGB (H, W, 3), at most ``max_side`` pixels on its longer side,
-    and a note when it had to be downscaled (else None)."""
-    if upload is None:
-        raise InputError("Upload an image first (or click one of the examples).")
-    if isinstance(upload, BadUpload):
-        raise InputError(f"{upload.name} is not an image this demo can read ({upload.reason}). "
-                         "Upload a JPEG, PNG, WebP, BMP or TIFF picture.")
-    name = os.path.basename(str(upload))
-    try:
-        # Upright by its EXIF orientation, as tools/demo.py reads a phone photo.
-        image, orientation = cli.read_demo_image(upload)
-    except (ValueError, OSError) as error:
-        raise InputError(f"{name} is not an image this demo can read ({error}). Upload a JPEG, "
-                         "PNG, WebP, BMP or TIFF picture.") from error
-    except Image.DecompressionBombError as error:  # Pillow refuses > ~179 megapixels
-        raise InputError(f"{name} is too large to open safely ({error}); downscale it "
-                         "before uploading.") from error
-    image, note = downscale(image, max_side)
-    if orientation != 1:
-        turned = (f"EXIF orientation {orientation} applied (the image is segmented upright, as "
-                  "photo viewers show it).")
-        note = turned if note is None else f"{turned} {note}"
-    return image, note
-
-
-def downscale(image: np.ndarray, max_side: int) -> Tuple[np.ndarray, Optional[str]]:
-    """``image`` (H, W, 3) shrunk (aspect kept) so its longer side is at most ``max_side``.
-
-    The model resizes to its test size anyway; this bounds the cost of decoding, drawing and
-    sending a huge photo back to the browser.
-    """
-    height, width = image.shape[:2]
-    if max(height, width) <= max_side:
-        return image, None
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=3.0))
-    return small, (f"The image is {width}×{height} px; it was downscaled to {size[0]}×{size[1]} "
-                   f"(--max-side {max_side}) for the model and the pictures.")
-
-
-# ---------------------------------------------------------------------------------- segmenting
-
-@dataclass
-class Segmentation:
-    """One segmented image, kept in the page's session so the opacity and the class of the
-    probability view change without running the model again.
-
-    image: uint8 (H, W, 3); label: int64 (H, W) argmax class indices; probabilities: uint8
-    (T, H, W), the model's scores round(255·clip(s, 0, 1)) as tools/demo.py writes them;
-    fractions: {class index: pixel fraction} of the classes present (tools/demo.py's figure).
-    """
-    image: np.ndarray
-    label: np.ndarray
-    probabilities: np.ndarray
-    class_names: List[str]
-    fractions: Dict[int, float]
-    notes: List[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def short_name(self, index: int) -> str:
-        return self.class_names[index].split(",")[0]
-
-
-def segment(slot: ModelSlot, upload, vocabulary: Optional[str], max_side: int) -> Segmentation:
-    """Check the inputs, then segment the upload into the vocabulary with tools/demo.py's path.
-
-    Raises :class:`InputError` / :class:`ModelNotReady` with the message for the page.
-    """
-    names = parse_page_vocabulary(vocabulary)
-    image, note = read_upload(upload, max_side)
-    model, mapper = slot.get()
-    start = time.perf_counter()
-    with slot.lock:
-        model.set_vocabulary(names)
-        scores = cli.segment_image(model, mapper, image).float().cpu()
-    seconds = time.perf_counter() - start
-    label = scores.argmax(dim=0).numpy()
-    probabilities = np.round(scores.clamp(0, 1).numpy() * 255).astype(np.uint8)
-    return Segmentation(image, label, probabilities, names, cli.class_fractions(label),
-                        [note] if note else [], seconds)
-
-
-def overlay_picture(seg: Segmentation, alpha: float) -> Image.Image:
-    """The overlay tools/demo.py writes: (H + legend, W) with the classes present listed."""
-    return labelled_overlay(seg.image, seg.label, seg.class_names, alpha=float(alpha))
-
-
-def area_table(seg: Segmentation) -> str:
-    """HTML table of the classes present, largest first: colour, name, area (% of pixels)."""
-    colors = palette(len(seg.class_names))
-    rows = []
-    for index, fraction in sorted(seg.fractions.items(), key=lambda kv: -kv[1]):
-        color = "#%02x%02x%02x" % tuple(int(v) for v in colors[index])
-        name = html.escape(seg.short_name(index))
-        rows.append(
-            f'<tr data-class="{name}" data-percent="{100 * fraction:.2f}">'
-            f'<td><span style="display:inline-block;width:1em;height:1em;background:{color};'
-            f'border:1px solid #000"></span></td><td>{name}</td>'
-            f'<td style="text-align:right">{100 * fraction:.1f}%</td></tr>')
-    return ('<table class="areas"><thead><tr><th></th><th>class</th><th>area</th></tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
-
-
-def probability_picture(seg: Segmentation, class_name: Optional[str]) -> Optional[np.ndarray]:
-    """(H, W, 3) uint8 heat map (viridis: dark = 0, yellow = 1) of one class's score."""
-    names = [seg.short_name(i) for i in range(len(seg.class_names))]
-    if class_name not in names:
-        return None
-    from matplotlib import colormaps
-
-    score = seg.probabilities[names.index(class_name)]
-    return (colormaps["viridis"](score)[..., :3] * 255).round().astype(np.uint8)
-
-
-def status_text(seg: Segmentation) -> str:
-    present = ", ".join(f"{seg.short_name(c)} {100 * f:.0f}%"
-                        for c, f in sorted(seg.fractions.items(), key=lambda kv: -kv[1]))
-    lines = [f"**Segmented** into {len(seg.class_names)} class names in {seg.seconds:.2f} s; "
-             f"present: {present}."]
-    lines += [f"**Note:** {note}" for note in seg.notes]
-    return "\n\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------- the page
-
-def _checked_image_class(gr):
-    """gr.Image whose preprocessing turns an unreadable upload into a :class:`BadUpload`
-    (a message on the page) instead of an exception (a bare "Error" toast)."""
-    class CheckedImage(gr.Image):
-        def get_block_name(self) -> str:
-            return "image"  # rendered by gr.Image's frontend
-
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except Exception as error:  # noqa: BLE001  (PIL raises several kinds)
-                name = getattr(payload, "orig_name", None) or "the upload"
-                return BadUpload(name, f"{type(error).__name__}: {error}")
-    return CheckedImage
-
-
-def write_examples(folder: str) -> List[List[str]]:
-    """Draw :data:`EXAMPLE_SCENES` into ``folder``; returns gr.Examples rows [path, vocabulary]."""
-    from cat_seg.data.synthetic import SEEN_CLASSES, UNSEEN_CLASSES, render_scene
-    from cat_seg.data.synthetic.storage import IMAGE_SIZE_RANGE, SEED, SPLITS
-
-    vocabularies = {"held-out": [c.name for c in UNSEEN_CLASSES],
-                    "seen": [c.name for c in SEEN_CLASSES],
-                    "all": [c.name for c in UNSEEN_CLASSES + SEEN_CLASSES]}
-    os.makedirs(folder, exist_ok=True)
-    rows = []
-    for split, index, vocabulary in EXAMPLE_SCENES:
-        classes, code = SPLITS[split]
-        image, _ = render_scene(classes, np.random.default_rng([SEED, code, index]),
-                                *IMAGE_SIZE_RANGE)
-        path = os.path.join(folder, f"{split}_{index:06d}.png")
-        Image.fromarray(image).save(path)
-        rows.append([path, ", ".join(vocabularies[vocabulary])])
-    return rows
-
-
-def build_app(slot: ModelSlot, examples: List[List[str]], max_side: int = DEFAULT_MAX_SIDE):
-    """The gradio Blocks page; every handler answers with a status message, never raises."""
-    import gradio as gr
-
-    CheckedImage = _checked_image_class(gr)
-
-    def failure(message):
-        """Outputs of :func:`run` that clear the pictures and show ``message``."""
-        no_choice = gr.update(choices=[], value=None)
-        return None, "", f"**Cannot segment:** {message}", no_choice, None, None
-
-    def run(upload, vocabulary, alpha):
-        """-> overlay, area table, status, class choice, probability map, session state."""
-        try:
-            seg = segment(slot, upload, vocabulary, max_side)
-        except (InputError, ModelNotReady) as error:
-            return failure(error)
-        except Exception as error:  # noqa: BLE001  (keep the page alive, log the details)
-            log.error("segmentation failed:\n%s", traceback.format_exc())
-            return failure(f"Segmentation failed: {type(error).__name__}: {error}")
-        choices = [seg.short_name(i) for i in range(len(seg.class_names))]
-        chosen = seg.short_name(max(seg.fractions, key=seg.fractions.get))
-        return (overlay_picture(seg, alpha), area_table(seg), status_text(seg),
-                gr.update(choices=choices, value=chosen), probability_picture(seg, chosen), seg)
-
-    def restyle(alpha, seg):
-        return overlay_picture(seg, alpha) if seg is not None else None
-
-    def show_probability(class_name, seg):
-        return probability_picture(seg, class_name) if seg is not None else None
-
-    with gr.Blocks(title="AHS-Seg demo") as app:
-        gr.Markdown("## AHS-Seg: open-vocabulary segmentation\nUpload an image, type the class "
-                    "names to look for (comma-separated), press **Segment**.")
-        state = gr.State(None)
-        with gr.Row():
-            with gr.Column():
-                image = CheckedImage(type="filepath", image_mode=None, sources=["upload"],
-                                     label="Image", elem_id="image")
-                vocabulary = gr.Textbox(label="Class names (comma-separated)", elem_id="vocabulary",
-                                        placeholder="sky, grass, road")
-                alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity of the classes",
-                                  elem_id="opacity")
-                button = gr.Button("Segment", variant="primary", elem_id="segment")
-                labels = [f"{split} #{i} ({kind} classes)" for split, i, kind in EXAMPLE_SCENES]
-                gr.Examples(examples, inputs=[image, vocabulary], cache_examples=False,
-                            example_labels=labels,
-                            label="Synthetic examples (held-out classes: lava, ice, gravel, "
-                                  "carpet, balloon, kite)")
-            with gr.Column():
-                status = gr.Markdown(elem_id="status")
-                overlay = gr.Image(label="Segmentation", format="png", interactive=False,
-                                   elem_id="overlay")
-                areas = gr.HTML(elem_id="areas")
-                chosen = gr.Dropdown(choices=[], label="Probabilities of class",
-                                     elem_id="prob-class")
-                probability = gr.Image(label="Probability (dark 0 → yellow 1)", format="png",
-                                       interactive=False, elem_id="probability")
-        outputs = [overlay, areas, status, chosen, probability, state]
-        button.click(run, [image, vocabulary, alpha], outputs)
-        vocabulary.submit(run, [image, vocabulary, alpha], outputs)
-        alpha.change(restyle, [alpha, state], overlay)  # "always_last": no backlog while dragging
-        chosen.input(show_probability, [chosen, state], probability)
-    return app
-
-
-# ---------------------------------------------------------------------------------- main
 
 def check_weights(config_file: str, weights: str) -> None:
     """Fail before starting the server when the weights are missing, naming the fix."""
@@ -389,15 +49,6 @@ def check_weights(config_file: str, weights: str) -> None:
             "--weights OUTPUT_DIR/model_final.pth of another training run")
     raise FileNotFoundError(f"weights file {weights} does not exist; pass the model_final.pth a "
                             f"training run wrote (for {config_file})")
-
-
-def import_gradio():
-    try:
-        import gradio
-    except ImportError as error:
-        raise SystemExit(f"[web_demo] the browser demo needs gradio, an optional extra: "
-                         f"{INSTALL_HINT} ({error})") from error
-    return gradio
 
 
 def parse_args(argv=None):
@@ -434,17 +85,8 @@ def main(argv=None) -> None:
         raise FileNotFoundError(f"config file {args.config_file} does not exist (configs/ lists "
                                 "the shipped ones)")
     check_weights(args.config_file, args.weights)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a closed lab
-    gr = import_gradio()
-    slot = ModelSlot(model_builder(args.config_file, args.weights, args.device, args.opts)).start()
-    app = build_app(slot, write_examples(args.examples_dir), max_side=args.max_side)
-    log.info("model loading in the background; page at http://%s:%d", args.host, args.port)
-    # System fonts: the default theme would fetch Google fonts, which a closed network refuses.
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])
-    app.queue(default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, theme=theme, show_error=True,
-        ssr_mode=False, allowed_paths=[os.path.abspath(args.examples_dir)], max_file_size="200mb")
+    serve(model_builder(args.config_file, args.weights, args.device, args.opts), args.examples_dir,
+          host=args.host, port=args.port, max_side=args.max_side)
 
 
 if __name__ == "__main__":

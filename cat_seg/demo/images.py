@@ -1,0 +1,298 @@
+"""Segment image files into any class names: what tools/demo.py and tools/web_demo.py run.
+
+Vocabulary checks (``--vocabulary`` / ``--vocabulary-file``), input images (files, folders,
+globs; EXIF orientation), the model of a config with strictly loaded weights, the model's own
+test-time path on one image (:func:`segment_image`) and the pictures written per image
+(:func:`write_outputs`: overlay with a legend, label map, probability maps). tools/demo.py's
+docstring describes the files.
+"""
+import glob
+import json
+import os
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..utils.visualization import labelled_overlay
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+# ---------------------------------------------------------------------------------- vocabulary
+
+def _prompt_name(name: str) -> str:
+    """What identifies a class: its first synonym, lower-cased, whitespace collapsed."""
+    return " ".join(name.split(",")[0].split()).lower()
+
+
+def check_vocabulary(names: Sequence[str], source: str) -> List[str]:
+    """``names`` stripped, or ``ValueError`` naming the empty or duplicate entries of ``source``."""
+    if not names:
+        raise ValueError(f"the vocabulary ({source}) is empty; give at least one class name")
+    cleaned = [" ".join(str(name).split()) for name in names]
+    empty = [i for i, name in enumerate(cleaned) if not _prompt_name(name)]
+    if empty:
+        raise ValueError(f"the vocabulary ({source}) has empty class names at position(s) "
+                         f"{[i + 1 for i in empty]}; remove them (e.g. a doubled or trailing comma)")
+    first_seen: Dict[str, int] = {}
+    duplicates = []
+    for i, name in enumerate(cleaned):
+        key = _prompt_name(name)
+        if key in first_seen:
+            duplicates.append(f"{name!r} (positions {first_seen[key] + 1} and {i + 1})")
+        first_seen.setdefault(key, i)
+    if duplicates:
+        raise ValueError(f"the vocabulary ({source}) names a class twice: {', '.join(duplicates)}; "
+                         "each class must appear once")
+    return cleaned
+
+
+def parse_vocabulary(text: Optional[str] = None, file: Optional[str] = None) -> List[str]:
+    """The class names of ``--vocabulary`` (comma-separated) or ``--vocabulary-file`` (JSON list)."""
+    if (text is None) == (file is None):
+        raise ValueError("give the classes with exactly one of --vocabulary \"sky, tree, person\" "
+                         "or --vocabulary-file classes.json")
+    if text is not None:
+        return check_vocabulary(text.split(","), f"--vocabulary {text!r}")
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"vocabulary file {file} does not exist")
+    try:
+        with open(file) as f:
+            names = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"vocabulary file {file} is not valid JSON ({error}); it must hold a "
+                         'list of class names, e.g. ["sky", "tree", "person"]') from error
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"vocabulary file {file} must hold a JSON list of strings, e.g. "
+                         f'["sky", "tree", "person"]; it holds a {type(names).__name__}'
+                         + (" with non-string entries" if isinstance(names, list) else ""))
+    return check_vocabulary(names, f"vocabulary file {file}")
+
+
+# ---------------------------------------------------------------------------------- inputs
+
+def find_images(inputs: Sequence[str]) -> List[str]:
+    """Image paths from files, folders (their images, sorted) and glob patterns, in input order,
+    each once. Fails naming an input that matches nothing."""
+    paths: List[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                           if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f"folder {item} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        elif os.path.isfile(item):
+            found = [item]
+        elif glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+            if not found:
+                raise FileNotFoundError(f"pattern {item!r} matches no file")
+        else:
+            raise FileNotFoundError(f"image {item} does not exist")
+        paths.extend(found)
+    unique = list(dict.fromkeys(os.path.normpath(p) for p in paths))
+    if not unique:
+        raise FileNotFoundError("no input image given")
+    return unique
+
+
+def check_images(paths: Sequence[str]) -> None:
+    """Fail before any model work if an input is not a readable image, naming every bad file."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            bad.append(f"{path} ({type(error).__name__}: {error})")
+    if bad:
+        raise ValueError(f"{len(bad)} input(s) are not readable images:\n  " + "\n  ".join(bad)
+                         + "\nreplace or remove them")
+
+
+def read_demo_image(path: str) -> Tuple[np.ndarray, int]:
+    """``(image, orientation)``: the image as uint8 RGB (H, W, 3) turned upright by its EXIF
+    orientation tag (PIL ``ImageOps.exif_transpose``, as a photo viewer shows it), and the tag
+    (1 = already upright or no tag). Phones store pictures sideways with such a tag; without
+    this the demo would segment and draw them sideways. Datasets are read as stored, never through
+    this function (their labels match the stored pixels; datasets/README.md, "EXIF orientation").
+    """
+    from ..data.label_io import read_image_rgb
+
+    image = read_image_rgb(path)
+    with Image.open(path) as stored:
+        orientation = int(stored.getexif().get(0x0112, 1) or 1)
+        if orientation != 1:
+            image = np.asarray(ImageOps.exif_transpose(stored).convert("RGB"))
+    return image, orientation
+
+
+def output_names(paths: Sequence[str]) -> List[str]:
+    """One output name per image: its file stem, with ``_2``, ``_3``... when stems repeat."""
+    names, counts = [], {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        counts[stem] = counts.get(stem, 0) + 1
+        names.append(stem if counts[stem] == 1 else f"{stem}_{counts[stem]}")
+    return names
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name.split(",")[0]).strip("_").lower() or "class"
+
+
+# ---------------------------------------------------------------------------------- outputs
+
+def save_label_map(label: np.ndarray, num_classes: int, path: str) -> np.dtype:
+    """Write (H, W) class indices losslessly: 8-bit PNG below 256 classes, else 16-bit."""
+    dtype = np.uint8 if num_classes < 256 else np.uint16
+    if num_classes > np.iinfo(np.uint16).max + 1:
+        raise ValueError(f"{num_classes} classes do not fit a 16-bit label PNG")
+    Image.fromarray(label.astype(dtype)).save(path)
+    return dtype
+
+
+def save_probability_maps(scores: np.ndarray, class_names: Sequence[str], folder: str) -> List[str]:
+    """One grayscale PNG per class of ``scores`` (T, H, W) in [0, 1]: round(255·score)."""
+    os.makedirs(folder, exist_ok=True)
+    width = len(str(len(class_names) - 1))
+    paths = []
+    for index, (name, score) in enumerate(zip(class_names, scores)):
+        path = os.path.join(folder, f"{index:0{width}d}_{_slug(name)}.png")
+        Image.fromarray(np.round(np.clip(score, 0, 1) * 255).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def write_outputs(image: np.ndarray, scores: torch.Tensor, class_names: Sequence[str],
+                  output_dir: str, name: str, probabilities: bool = False,
+                  alpha: float = 0.5) -> dict:
+    """Save one image's pictures from its (T, H, W) scores; returns what was written.
+
+    Returns ``{"overlay", "labels", "probabilities" (list, may be empty), "classes" (legend class
+    indices, sorted), "fractions" ({class index: pixel fraction})}``.
+    """
+    if tuple(scores.shape) != (len(class_names),) + image.shape[:2]:
+        raise ValueError(f"scores {tuple(scores.shape)} do not match {len(class_names)} classes "
+                         f"at the image size {image.shape[:2]}")
+    label = scores.argmax(dim=0).cpu().numpy()
+    overlay_path = os.path.join(output_dir, f"{name}_overlay.png")
+    labelled_overlay(image, label, class_names, alpha=alpha).save(overlay_path)
+    labels_path = os.path.join(output_dir, f"{name}_labels.png")
+    save_label_map(label, len(class_names), labels_path)
+    prob_paths = []
+    if probabilities:
+        prob_paths = save_probability_maps(scores.float().cpu().numpy(), class_names,
+                                           os.path.join(output_dir, f"{name}_probabilities"))
+    fractions = class_fractions(label)
+    return {"overlay": overlay_path, "labels": labels_path, "probabilities": prob_paths,
+            "classes": sorted(fractions), "fractions": fractions}
+
+
+def class_fractions(label: np.ndarray) -> Dict[int, float]:
+    """{class index: fraction of the pixels of ``label`` (H, W)} for the classes present."""
+    present, counts = np.unique(label, return_counts=True)
+    return {int(c): float(n) / label.size for c, n in zip(present, counts)}
+
+
+# ---------------------------------------------------------------------------------- model
+
+def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] = None,
+              weights: Optional[str] = None):
+    """The frozen config: file, then ``opts``, then ``--device`` / ``--weights``; "auto" resolved."""
+    from .. import build_config
+
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
+                                "shipped ones; a training run saved its own as OUTPUT_DIR/config.yaml)")
+    overrides = list(opts)
+    if device:
+        overrides += ["MODEL.DEVICE", device]
+    if weights:
+        overrides += ["MODEL.WEIGHTS", weights]
+    return build_config(config_file, overrides)
+
+
+def load_weights(model: torch.nn.Module, path: str, allow_unexpected: bool = False) -> List[str]:
+    """Load a full AHS-Seg checkpoint (as train_net.py writes) into ``model``.
+
+    Reading and fitting are the trainer's (:class:`cat_seg.engine.AtomicCheckpointer`): weights
+    only, and a file that is unreadable, or lacks weights of the model or has weights of another
+    shape (the checkpoint belongs to another config), stops with an error; so do weights the
+    model does not have, unless ``allow_unexpected`` (``--allow-unexpected-weights``): then they
+    are dropped, said on the console, and returned. Here only a missing path gets the demo's own
+    advice.
+    """
+    from ..engine import AtomicCheckpointer
+
+    if not path:
+        raise ValueError("no weights given: pass --weights OUTPUT_DIR/model_final.pth (a checkpoint "
+                         "train_net.py / run_ahs.sh wrote) or set MODEL.WEIGHTS in the config")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path} does not exist; train first (run_ahs.sh) or "
+                                "pass the path of a checkpoint (OUTPUT_DIR/model_final.pth)")
+    checkpointer = AtomicCheckpointer(model, allow_unexpected=allow_unexpected)
+    checkpointer.load(path)
+    if checkpointer.ignored_keys:
+        modules = sorted({".".join(k.split(".")[:1]) for k in checkpointer.ignored_keys})
+        print(f"[demo] --allow-unexpected-weights: {len(checkpointer.ignored_keys)} weights of "
+              f"{path} that this config's model does not have were ignored ({', '.join(modules)})")
+    return checkpointer.ignored_keys
+
+
+def build_demo_model(cfg) -> torch.nn.Module:
+    """The model of ``cfg`` with ``cfg.MODEL.WEIGHTS`` loaded, in evaluation mode."""
+    from detectron2.modeling import build_model
+
+    model = build_model(cfg)
+    load_weights(model, cfg.MODEL.WEIGHTS, allow_unexpected=cfg.MODEL.ALLOW_UNEXPECTED_WEIGHTS)
+    return model.eval()
+
+
+def segment_image(model: torch.nn.Module, mapper, image: np.ndarray) -> torch.Tensor:
+    """Scores (T, H, W) of ``image`` (H, W, 3) uint8 RGB over the model's current vocabulary.
+
+    The one inference step of the CLI and of tools/web_demo.py (an in-memory image): the
+    evaluation ``mapper``'s own resize, then the model's test path, back at the image's size.
+    """
+    from detectron2.data import transforms as T
+
+    resized = T.AugInput(image)
+    mapper.augmentations(resized)
+    tensor = torch.as_tensor(np.ascontiguousarray(resized.image.transpose(2, 0, 1)))
+    with torch.no_grad():
+        return model([{"image": tensor, "height": image.shape[0],
+                       "width": image.shape[1]}])[0]["sem_seg"]
+
+
+def run_demo(model: torch.nn.Module, cfg, image_paths: Sequence[str], class_names: Sequence[str],
+             output_dir: str, probabilities: bool = False, alpha: float = 0.5,
+             progress: bool = True) -> List[dict]:
+    """Segment every image into ``class_names`` and write its pictures (see the module doc).
+
+    Returns per image the record of :func:`write_outputs` plus ``"image"`` (its path).
+    """
+    from tqdm import tqdm
+
+    from ..data.dataset_mapper import SemanticDatasetMapper
+
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "vocabulary.json"), "w") as f:
+        json.dump(list(class_names), f, indent=1)
+    mapper = SemanticDatasetMapper(cfg, is_train=False)
+    model.set_vocabulary(list(class_names))
+    results = []
+    with torch.no_grad():
+        for path, name in tqdm(list(zip(image_paths, output_names(image_paths))), desc="demo",
+                               unit="image", disable=not progress):
+            image, orientation = read_demo_image(path)
+            if orientation != 1 and progress:
+                tqdm.write(f"[demo] {path}: EXIF orientation {orientation} applied (the image is "
+                           "segmented upright, as photo viewers show it)")
+            record = write_outputs(image, segment_image(model, mapper, image), class_names,
+                                   output_dir, name, probabilities=probabilities, alpha=alpha)
+            results.append(dict(record, image=path, exif_orientation=orientation))
+    return results
