@@ -1,13 +1,9 @@
 """tools/ablation_table.py: results.json reading, the table, and a run on two tiny configs."""
 import json
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import ablation_table  # noqa: E402
-from test_analyze_model import write_tiny_config  # noqa: E402
 
 import cat_seg  # noqa: E402,F401  (registers the model, head and datasets)
 
@@ -53,7 +49,7 @@ def test_missing_or_malformed_results_are_named(tmp_path):
                                    "--output", "o.md"])
 
 
-def test_cli_measures_every_config_in_one_run(tmp_path, capsys):
+def test_cli_measures_every_config_in_one_run(tmp_path, capsys, write_tiny_config):
     base = write_tiny_config(tmp_path / "base.yaml")
     deeper = tmp_path / "deeper.yaml"
     deeper.write_text(open(base).read().replace("NUM_LAYERS: 1", "NUM_LAYERS: 2"))

@@ -4,11 +4,9 @@ import math
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import cat_seg  # noqa: F401  (registrations)
-from cat_seg import add_ahs_config
 
 QUICKSTART = "configs/synthetic/quickstart_baseline.yaml"
 SWITCHES = ("USE_PROTOTYPE_ALIGNMENT", "USE_SELF_DISTILLATION", "USE_FEATURE_RECTIFICATION")
@@ -16,14 +14,10 @@ AHS_LOSSES = {"USE_PROTOTYPE_ALIGNMENT": "loss_proto", "USE_SELF_DISTILLATION": 
               "USE_FEATURE_RECTIFICATION": "loss_rectify"}
 
 
-def _cfg(path=QUICKSTART, hpa=False, sdr=False, afr=False):
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_file(path)
-    cfg.MODEL.DEVICE = "cpu"
-    for key, on in zip(SWITCHES, (hpa, sdr, afr)):
-        cfg.MODEL.SEM_SEG_HEAD[key] = on
-    return cfg
+def _on_cpu(hpa=False, sdr=False, afr=False):
+    """Overrides for conftest.make_cfg: the CPU and the three AHS switches."""
+    switches = {f"MODEL.SEM_SEG_HEAD.{key}": on for key, on in zip(SWITCHES, (hpa, sdr, afr))}
+    return {"MODEL.DEVICE": "cpu", **switches}
 
 
 def _build(cfg):
@@ -41,8 +35,8 @@ def _batch(seed=0, size=128, num_classes=16):
     return [{"image": images[i], "sem_seg": labels[i]} for i in range(2)]
 
 
-def test_modules_off_build_nothing():
-    base = _build(_cfg())
+def test_modules_off_build_nothing(make_cfg):
+    base = _build(make_cfg(QUICKSTART, _on_cpu()))
     assert not any(hasattr(base, m) for m in
                    ("prototype_alignment", "self_distillation", "feature_rectification"))
     assert base.ahs_modules == {}
@@ -50,10 +44,11 @@ def test_modules_off_build_nothing():
 
 @pytest.mark.parametrize("hpa, sdr, afr", [(True, False, False), (False, True, False),
                                            (False, False, True), (True, True, True)])
-def test_modules_keep_the_baseline_at_init(hpa, sdr, afr):
+def test_modules_keep_the_baseline_at_init(hpa, sdr, afr, make_cfg):
     """Same seed: shared parameters equal, inference equal (AFR is the identity at init, HPA/SDR
     are training-only), and the segmentation loss equal; only the module's own losses are added."""
-    base, model = _build(_cfg()), _build(_cfg(hpa=hpa, sdr=sdr, afr=afr))
+    base = _build(make_cfg(QUICKSTART, _on_cpu()))
+    model = _build(make_cfg(QUICKSTART, _on_cpu(hpa=hpa, sdr=sdr, afr=afr)))
     base_state = base.state_dict()
     for name, value in model.state_dict().items():
         if name in base_state:
@@ -74,9 +69,9 @@ def test_modules_keep_the_baseline_at_init(hpa, sdr, afr):
 
 
 @pytest.mark.parametrize("hpa, sdr, afr", list(itertools.product((False, True), repeat=3)))
-def test_every_trainable_parameter_is_used(hpa, sdr, afr):
+def test_every_trainable_parameter_is_used(hpa, sdr, afr, make_cfg):
     """DDP with find_unused_parameters=False needs every trainable parameter in the graph."""
-    model = _build(_cfg(hpa=hpa, sdr=sdr, afr=afr))
+    model = _build(make_cfg(QUICKSTART, _on_cpu(hpa=hpa, sdr=sdr, afr=afr)))
     model.train()
     losses = model(_batch())
     assert all(math.isfinite(float(v)) for v in losses.values())
@@ -85,15 +80,15 @@ def test_every_trainable_parameter_is_used(hpa, sdr, afr):
     assert not unused
 
 
-def test_sdr_needs_adapters():
-    cfg = _cfg(sdr=True)
+def test_sdr_needs_adapters(make_cfg):
+    cfg = make_cfg(QUICKSTART, _on_cpu(sdr=True))
     cfg.MODEL.SEM_SEG_HEAD.CLIP_FINETUNE = "attention"
     with pytest.raises(ValueError, match="adapters"):
         build_model(cfg)
 
 
-def test_sdr_weight_follows_the_trainer_iteration():
-    model = _build(_cfg(sdr=True))
+def test_sdr_weight_follows_the_trainer_iteration(make_cfg):
+    model = _build(make_cfg(QUICKSTART, _on_cpu(sdr=True)))
     model.train()
     # Make the student differ from the teacher, so the distillation loss is non-zero.
     with torch.no_grad():
@@ -126,14 +121,11 @@ ABLATION_SETS = {"vitb_384": "configs/ablations/vitb_384_ahs_{}.yaml",
 
 
 @pytest.mark.parametrize("prefix", list(ABLATION_SETS))
-def test_ablation_configs_differ_only_in_their_switches(prefix):
+def test_ablation_configs_differ_only_in_their_switches(prefix, make_cfg):
     names = ("baseline", "hpa_only", "sdr_only", "afr_only", "full")
     flat = {}
     for n in names:
-        cfg = get_cfg()
-        add_ahs_config(cfg)
-        cfg.merge_from_file(ABLATION_SETS[prefix].format(n))
-        flat[n] = _flatten(cfg)
+        flat[n] = _flatten(make_cfg(ABLATION_SETS[prefix].format(n)))
     expected = {"baseline": (False, False, False), "hpa_only": (True, False, False),
                 "sdr_only": (False, True, False), "afr_only": (False, False, True),
                 "full": (True, True, True)}
@@ -143,16 +135,11 @@ def test_ablation_configs_differ_only_in_their_switches(prefix):
         assert tuple(flat[n][f"MODEL.SEM_SEG_HEAD.{s}"] for s in SWITCHES) == expected[n]
     if prefix == "synthetic":
         # The quick start is the full model, with more iterations than the 15-run ablation.
-        quick = get_cfg()
-        add_ahs_config(quick)
-        quick.merge_from_file("configs/synthetic/quickstart.yaml")
+        quick = make_cfg("configs/synthetic/quickstart.yaml")
         diff = {k for k, v in _flatten(quick).items() if v != flat["full"][k]}
         assert diff == {"SOLVER.MAX_ITER", "OUTPUT_DIR"}, diff
         return
     # The main config is the full model; the baseline is the H-CLIP config.
-    main, hclip = get_cfg(), get_cfg()
-    add_ahs_config(main), add_ahs_config(hclip)
-    main.merge_from_file(f"configs/{prefix}_ahs.yaml")
-    hclip.merge_from_file(f"configs/{prefix}_hclip.yaml")
+    main, hclip = make_cfg(f"configs/{prefix}_ahs.yaml"), make_cfg(f"configs/{prefix}_hclip.yaml")
     assert _flatten(main) == flat["full"]
     assert _flatten(hclip) == flat["baseline"]

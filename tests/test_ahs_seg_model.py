@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 
-from cat_seg import add_ahs_config
 from cat_seg.ahs_seg_model import AHSSeg
 
 TRAIN_SET = "test_ahs_model_train"
@@ -24,30 +22,29 @@ if TRAIN_SET not in MetadataCatalog.list():
 CLASS_NAMES = Path(__file__).resolve().parents[1] / "cat_seg" / "data" / "class_names"
 
 
-def tiny_cfg():
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    head = cfg.MODEL.SEM_SEG_HEAD
-    head.CLIP_PRETRAINED = "AHS-Tiny/16"
-    head.CLIP_WEIGHTS = "random"
-    head.CLIP_RESOLUTION = 64
-    head.CLIP_GUIDANCE_LAYERS = [0, 1]
-    head.HIDDEN_DIMS = 32
-    head.TEXT_GUIDANCE_PROJ_DIM = 16
-    head.APPEARANCE_GUIDANCE_PROJ_DIM = 16
-    head.DECODER_DIMS = [32, 16]
-    head.DECODER_GUIDANCE_DIMS = [16, 8]
-    head.DECODER_GUIDANCE_PROJ_DIMS = [8, 4]
-    cfg.DATASETS.TRAIN = (TRAIN_SET,)
-    cfg.DATASETS.TEST = (TEST_SET,)
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
+# The tiny model, on the defaults + AHS keys (conftest.make_cfg).
+_HEAD = "MODEL.SEM_SEG_HEAD."
+TINY_MODEL = {
+    _HEAD + "CLIP_PRETRAINED": "AHS-Tiny/16",
+    _HEAD + "CLIP_WEIGHTS": "random",
+    _HEAD + "CLIP_RESOLUTION": 64,
+    _HEAD + "CLIP_GUIDANCE_LAYERS": [0, 1],
+    _HEAD + "HIDDEN_DIMS": 32,
+    _HEAD + "TEXT_GUIDANCE_PROJ_DIM": 16,
+    _HEAD + "APPEARANCE_GUIDANCE_PROJ_DIM": 16,
+    _HEAD + "DECODER_DIMS": [32, 16],
+    _HEAD + "DECODER_GUIDANCE_DIMS": [16, 8],
+    _HEAD + "DECODER_GUIDANCE_PROJ_DIMS": [8, 4],
+    "DATASETS.TRAIN": (TRAIN_SET,),
+    "DATASETS.TEST": (TEST_SET,),
+    "MODEL.DEVICE": "cpu",
+}
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(make_cfg):
     torch.manual_seed(0)
-    return build_model(tiny_cfg()).eval()
+    return build_model(make_cfg(opts=TINY_MODEL)).eval()
 
 
 def image(h, w, seed=0):
@@ -63,9 +60,9 @@ def test_built_by_detectron2_from_config(model):
     assert model.device == torch.device("cpu")
 
 
-def test_training_step_gives_the_bce_loss_and_trains_head_and_adapters():
+def test_training_step_gives_the_bce_loss_and_trains_head_and_adapters(make_cfg):
     torch.manual_seed(0)
-    net = build_model(tiny_cfg()).train()
+    net = build_model(make_cfg(opts=TINY_MODEL)).train()
     labels = torch.randint(0, 3, (2, 48, 48))
     labels[:, :5] = 255
     batch = [{"image": image(48, 48, i), "sem_seg": labels[i]} for i in range(2)]
@@ -186,13 +183,9 @@ def test_sliding_window_averages_crops_and_the_global_view(model):
 
 
 @pytest.mark.slow
-def test_real_vitb16_at_384_with_171_and_847_classes():
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_file(str(Path(__file__).resolve().parents[1] / "configs" /
-                            "vitb_384_hclip.yaml"))
-    cfg.MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS = "random"
-    cfg.MODEL.DEVICE = "cpu"
+def test_real_vitb16_at_384_with_171_and_847_classes(make_cfg):
+    cfg = make_cfg(Path(__file__).resolve().parents[1] / "configs" / "vitb_384_hclip.yaml",
+                   MODEL__SEM_SEG_HEAD__CLIP_WEIGHTS="random", MODEL__DEVICE="cpu")
     torch.manual_seed(0)
     net = build_model(cfg).eval()
     head = net.sem_seg_head

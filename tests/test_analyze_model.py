@@ -9,66 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-import analyze_model  # noqa: E402
+import analyze_model
 
 import cat_seg  # noqa: E402,F401  (registers the model, head and datasets)
 
-# A tiny AHS-Seg (AHS-Tiny/16 CLIP at 64 px = a 4x4 grid, a one-layer narrow head) that trains on
-# the synthetic dataset's 16 classes: each forward takes a fraction of a second on a CPU core.
-TINY_CONFIG = """
-MODEL:
-  META_ARCHITECTURE: "AHSSeg"
-  DEVICE: "cpu"
-  SEM_SEG_HEAD:
-    NAME: "CATSegHead"
-    CLIP_PRETRAINED: "AHS-Tiny/16"
-    CLIP_WEIGHTS: "random"
-    CLIP_RESOLUTION: {resolution}
-    CLIP_GUIDANCE_LAYERS: [1, 2]
-    CLIP_FINETUNE: "oft_both"
-    OFT_BLOCK_SIZE: 32
-    HIDDEN_DIMS: 32
-    DECODER_DIMS: [32, 16]
-    DECODER_GUIDANCE_DIMS: [16, 8]
-    DECODER_GUIDANCE_PROJ_DIMS: [8, 4]
-    NUM_LAYERS: 1
-    NUM_HEADS: 2
-    TEXT_GUIDANCE_PROJ_DIM: 16
-    APPEARANCE_GUIDANCE_PROJ_DIM: 16
-    WINDOW_SIZES: {window}
-    CLASS_PAD_LEN: 0
-{modules}
-DATASETS:
-  TRAIN: ("synthetic_seen_train",)
-  TEST: ("synthetic_seen_val",)
-INPUT:
-  FORMAT: "RGB"
-  MIN_SIZE_TEST: {resolution}
-  MAX_SIZE_TEST: 1000
-  CROP:
-    ENABLED: False
-SOLVER:
-  BASE_LR: 0.0001
-  MAX_ITER: 10
-  IMS_PER_BATCH: 1
-"""
-
-
-def write_tiny_config(path, resolution=64, window=2, modules=()):
-    """Write the tiny config to ``path``: CLIP input ``resolution`` (a multiple of 16), Swin
-    ``window`` (divides resolution / 16); ``modules``: AHS switches to turn on, e.g. ("AFR",)."""
-    switches = {"HPA": "USE_PROTOTYPE_ALIGNMENT", "SDR": "USE_SELF_DISTILLATION",
-                "AFR": "USE_FEATURE_RECTIFICATION"}
-    lines = "\n".join(f"    {switches[m]}: True" for m in modules)
-    with open(path, "w") as f:
-        f.write(TINY_CONFIG.format(resolution=resolution, window=window, modules=lines))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_cfg(tmp_path_factory):
-    return analyze_model.load_config(write_tiny_config(tmp_path_factory.mktemp("cfg") / "tiny.yaml"))
+# The tiny AHS-Seg (helpers/configs.py) comes from conftest.py: tiny_cfg, write_tiny_config.
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +61,7 @@ def test_parameter_counts_add_up(tiny_cfg, analysis):
     assert params["inference"] == params["total"] - by_part["adapters"]["total"]
 
 
-def test_ahs_modules_are_found_by_type(tmp_path):
+def test_ahs_modules_are_found_by_type(tmp_path, write_tiny_config):
     cfg = analyze_model.load_config(write_tiny_config(tmp_path / "ahs.yaml",
                                                       modules=("HPA", "SDR", "AFR")))
     model = analyze_model.build_analysis_model(cfg)
@@ -161,18 +106,21 @@ def test_attention_flop_handle_counts_both_matmuls():
 def test_peak_memory_sees_a_large_allocation():
     # Measured in a fresh process: late in a long test session, freed pages are reused and the
     # resident set need not grow, whereas here 64 MiB must be new memory.
-    code = ("import sys, torch; sys.path.insert(0, 'tools'); import analyze_model\n"
+    code = ("import torch; import analyze_model\n"
             "with analyze_model.PeakMemory(torch.device('cpu')) as memory:\n"
             "    block = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched\n"
             "    del block\n"
             "print(memory.result()['delta_bytes'])\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [os.path.join(root, "tools"), root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) >= 48 * 2 ** 20, done.stdout
 
 
-def test_compare_cli_writes_ratios_measured_in_one_run(tmp_path):
+def test_compare_cli_writes_ratios_measured_in_one_run(tmp_path, write_tiny_config):
     base = write_tiny_config(tmp_path / "base.yaml")
     wider = tmp_path / "wider.yaml"
     wider.write_text(open(base).read().replace("NUM_LAYERS: 1", "NUM_LAYERS: 2"))
@@ -198,7 +146,7 @@ def test_compare_cli_writes_ratios_measured_in_one_run(tmp_path):
     assert float(rows[3][6]) == pytest.approx(ratios["inference latency"], abs=1e-3)
 
 
-def test_training_only_run_has_no_inference_section(tmp_path, capsys):
+def test_training_only_run_has_no_inference_section(tmp_path, capsys, write_tiny_config):
     base = write_tiny_config(tmp_path / "base.yaml")
     result = analyze_model.main(["--config-file", base, "--num-classes", "4", "--no-inference",
                                  "--no-flops", "--train-warmup", "0", "--train-iters", "1"])

@@ -7,27 +7,23 @@ and evaluator, the config cases through ``train_net.setup`` and ``build_model``.
 to end elsewhere are named where they are (see ``test_class_json_*``)."""
 import argparse
 import os
-import sys
 
 import numpy as np
 import open_clip
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 from PIL import Image
 
 import train_net
-from cat_seg import add_ahs_config
 from cat_seg.data import benchmarks, register_all_benchmarks
 from cat_seg.data.benchmarks import DatasetNotPreparedError
 from cat_seg.engine import AtomicCheckpointer
 from cat_seg.modeling.clip.architectures import resolve_architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 import demo  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs/synthetic/quickstart.yaml")
@@ -38,14 +34,6 @@ SMALL = ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_B
          "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.CROP.SIZE", "(64, 64)", "INPUT.SIZE_DIVISIBILITY",
          "64", "INPUT.MIN_SIZE_TEST", "64", "MODEL.SEM_SEG_HEAD.CLASS_PAD_LEN", "8",
          "DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", f"('{DATASET}',)"]
-
-
-def _cfg(*opts):
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list([*SMALL, *opts])
-    return cfg
 
 
 def _save(path, array, mode=None):
@@ -81,23 +69,22 @@ def _first_training_batch(cfg):
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(make_cfg):
     torch.manual_seed(0)
     # Trained vocabulary: the synthetic seen classes (metadata only, no file is read).
-    model = build_model(_cfg("DATASETS.TRAIN", "('synthetic_seen_train',)"))
+    model = build_model(make_cfg(CONFIG, [*SMALL, "DATASETS.TRAIN", "('synthetic_seen_train',)"]))
     return model.eval()
 
 
-def _evaluate(model):
-    cfg = _cfg()
+def _evaluate(model, cfg):
     loader = train_net.Trainer.build_test_loader(cfg, DATASET)
     return inference_on_dataset(model, loader, train_net.Trainer.build_evaluator(cfg, DATASET))
 
 
 # ------------------------------------------------------------------------------ datasets
 
-def test_dataset_root_missing(tmp_path):
-    cfg = _cfg("DATASETS.TRAIN", "('coco_2017_train_stuff_all_sem_seg',)")
+def test_dataset_root_missing(tmp_path, make_cfg):
+    cfg = make_cfg(CONFIG, [*SMALL, "DATASETS.TRAIN", "('coco_2017_train_stuff_all_sem_seg',)"])
     register_all_benchmarks(str(tmp_path / "no_such_root"))
     try:
         with pytest.raises(DatasetNotPreparedError, match=r"(?s)annotations_detectron2/train2017 does not exist.*"
@@ -110,7 +97,7 @@ def test_dataset_root_missing(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not an image"])
-def test_corrupt_or_truncated_image(tmp_path, dataset, damage):
+def test_corrupt_or_truncated_image(tmp_path, dataset, damage, make_cfg):
     record = _scene(tmp_path)
     with open(record["file_name"], "rb") as f:
         data = f.read()
@@ -118,34 +105,34 @@ def test_corrupt_or_truncated_image(tmp_path, dataset, damage):
         f.write(data[: len(data) // 2] if damage == "truncated" else b"GIF89a garbage")
     dataset.append(record)
     with pytest.raises(ValueError, match=f"image file {record['file_name']} is corrupt, truncated"):
-        _first_training_batch(_cfg())
+        _first_training_batch(make_cfg(CONFIG, SMALL))
 
 
-def test_label_file_missing(tmp_path, dataset, model):
+def test_label_file_missing(tmp_path, dataset, model, make_cfg):
     record = _scene(tmp_path)
     os.remove(record["sem_seg_file_name"])
     dataset.append(record)
     message = f"label file {record['sem_seg_file_name']} does not exist; check the dataset root"
     with pytest.raises(FileNotFoundError, match=message):
-        _first_training_batch(_cfg())
+        _first_training_batch(make_cfg(CONFIG, SMALL))
     with pytest.raises(FileNotFoundError, match=message):  # evaluation reads it too
-        _evaluate(model)
+        _evaluate(model, make_cfg(CONFIG, SMALL))
 
 
-def test_label_values_outside_the_classes_in_training(tmp_path, dataset):
+def test_label_values_outside_the_classes_in_training(tmp_path, dataset, make_cfg):
     dataset.append(_scene(tmp_path, label_max=5))  # classes 3-5 do not exist (3 classes)
     with pytest.raises(ValueError, match=r"holds values \[3, 4, 5\] outside the training classes "
                                          r"\[0, 3\) \(ignore label 255\)"):
-        _first_training_batch(_cfg())
+        _first_training_batch(make_cfg(CONFIG, SMALL))
 
 
-def test_label_values_outside_the_classes_in_evaluation(tmp_path, dataset, model):
+def test_label_values_outside_the_classes_in_evaluation(tmp_path, dataset, model, make_cfg):
     dataset.append(_scene(tmp_path, label_max=5))
     with pytest.raises(ValueError, match=r"holds values \[3, 4, 5\] outside the 3 classes"):
-        _evaluate(model)
+        _evaluate(model, make_cfg(CONFIG, SMALL))
 
 
-def test_image_and_label_of_different_sizes_in_evaluation(tmp_path, dataset, model):
+def test_image_and_label_of_different_sizes_in_evaluation(tmp_path, dataset, model, make_cfg):
     """The data is named as the cause (both files), not the model; the prepare scripts list
     such pairs beforehand (test_prepare_datasets.py::test_image_and_label_sizes_are_checked...)."""
     record = _scene(tmp_path, size=(48, 64))
@@ -154,7 +141,7 @@ def test_image_and_label_of_different_sizes_in_evaluation(tmp_path, dataset, mod
     with pytest.raises(ValueError, match=r"the data is inconsistent, not the model: label "
                                          r".*a_label\.png is 40x64 but its image .*a\.png is 48x64"
                                          r".*re-run the dataset's prepare script"):
-        _evaluate(model)
+        _evaluate(model, make_cfg(CONFIG, SMALL))
 
 
 @pytest.mark.parametrize("content, message", [
@@ -215,9 +202,9 @@ def test_vocabulary_of_1001_classes_goes_through_the_top_k_path(model):
 
 # ------------------------------------------------------------------------------ images
 
-def test_image_smaller_than_the_crop_is_padded_and_trains(tmp_path, dataset, model):
+def test_image_smaller_than_the_crop_is_padded_and_trains(tmp_path, dataset, model, make_cfg):
     dataset.append(_scene(tmp_path, size=(20, 28)))
-    cfg = _cfg("INPUT.MIN_SIZE_TRAIN", "(20,)", "INPUT.MAX_SIZE_TRAIN", "40")
+    cfg = make_cfg(CONFIG, [*SMALL, "INPUT.MIN_SIZE_TRAIN", "(20,)", "INPUT.MAX_SIZE_TRAIN", "40"])
     batch = _first_training_batch(cfg)
     image, label = batch[0]["image"], batch[0]["sem_seg"]
     assert image.shape == (3, 64, 64) and label.shape == (64, 64)  # padded to the crop
@@ -232,7 +219,7 @@ def test_image_smaller_than_the_crop_is_padded_and_trains(tmp_path, dataset, mod
 
 
 @pytest.mark.parametrize("kind", ["grayscale", "rgba", "16-bit"])
-def test_grayscale_rgba_and_16bit_images(tmp_path, dataset, kind):
+def test_grayscale_rgba_and_16bit_images(tmp_path, dataset, kind, make_cfg):
     record = _scene(tmp_path, size=(64, 64))
     if kind == "grayscale":
         _save(record["file_name"], np.full((64, 64), 77, np.uint8))
@@ -246,7 +233,8 @@ def test_grayscale_rgba_and_16bit_images(tmp_path, dataset, kind):
         _save(record["file_name"], np.full((64, 64), 65535, np.uint16))
         expected = 255  # rescaled by the full 16-bit range
     dataset.append(record)
-    image = _first_training_batch(_cfg("INPUT.COLOR_AUG_SSD", "False"))[0]["image"]
+    cfg = make_cfg(CONFIG, [*SMALL, "INPUT.COLOR_AUG_SSD", "False"])
+    image = _first_training_batch(cfg)[0]["image"]
     assert image.shape == (3, 64, 64) and image.dtype == torch.uint8
     assert (image == expected).all()
 
@@ -286,9 +274,10 @@ def test_model_weights_missing_truncated_or_of_another_architecture(tmp_path, mo
     _checkpointer_load(model, str(good))  # the right file loads
 
 
-def test_clip_weights_missing_truncated_or_of_another_architecture(tmp_path):
+def test_clip_weights_missing_truncated_or_of_another_architecture(tmp_path, make_cfg):
     def build(weights):
-        return build_model(_cfg("MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS", str(weights)))
+        return build_model(make_cfg(CONFIG, [*SMALL, "MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS",
+                                             str(weights)]))
 
     with pytest.raises(FileNotFoundError, match="CLIP checkpoint file not found.*absent.pt"):
         build(tmp_path / "absent.pt")

@@ -7,7 +7,6 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from benchmark_fixtures import write_label, write_prepared_benchmarks
 from cat_seg.data.benchmarks import (
     BENCHMARK_SPLITS,
     OVSS_BENCHMARKS,
@@ -130,7 +129,7 @@ def test_register_is_idempotent_and_follows_a_new_root(tmp_path):
         register_all_benchmarks()
 
 
-def test_loads_every_prepared_split(registered_at):
+def test_loads_every_prepared_split(registered_at, write_prepared_benchmarks):
     stems = write_prepared_benchmarks(registered_at, num_images=2, size=(12, 20))
     for name in CAT_SEG_NAMES:
         dicts = DatasetCatalog.get(name)
@@ -141,7 +140,7 @@ def test_loads_every_prepared_split(registered_at):
             assert os.path.isfile(d["file_name"]) and os.path.isfile(d["sem_seg_file_name"])
 
 
-def test_sixteen_bit_labels_read_exactly(registered_at):
+def test_sixteen_bit_labels_read_exactly(registered_at, write_label):
     label = np.array([[0, 255, 256], [846, 65535, 300]], dtype=np.uint16)
     split = _split("ade20k_full_sem_seg_freq_val_all")
     write_label(registered_at / split.label_dir / "a.tif", label)
@@ -151,7 +150,7 @@ def test_sixteen_bit_labels_read_exactly(registered_at):
     assert np.array_equal(read_label(record["sem_seg_file_name"]), label)
 
 
-def test_empty_label_folder_is_an_error(registered_at):
+def test_empty_label_folder_is_an_error(registered_at, write_prepared_benchmarks):
     split = _split("voc_2012_test_sem_seg")
     write_prepared_benchmarks(registered_at, dataset_names=["voc_2012_test_background_sem_seg"])
     (registered_at / split.label_dir).mkdir(parents=True)
@@ -159,7 +158,8 @@ def test_empty_label_folder_is_an_error(registered_at):
         DatasetCatalog.get(split.dataset_name)
 
 
-def test_images_without_labels_are_an_error_where_the_folder_is_the_split(registered_at):
+def test_images_without_labels_are_an_error_where_the_folder_is_the_split(registered_at,
+                                                                          write_prepared_benchmarks):
     name = "coco_2017_test_stuff_all_sem_seg"
     write_prepared_benchmarks(registered_at, num_images=3, dataset_names=[name])
     os.remove(registered_at / _split(name).label_dir / "img_0001.png")
@@ -167,7 +167,7 @@ def test_images_without_labels_are_an_error_where_the_folder_is_the_split(regist
         DatasetCatalog.get(name)
 
 
-def test_shared_image_folder_keeps_only_labelled_images(registered_at):
+def test_shared_image_folder_keeps_only_labelled_images(registered_at, write_prepared_benchmarks):
     name = "context_59_test_sem_seg"
     write_prepared_benchmarks(registered_at, num_images=2, dataset_names=[name])
     images = os.listdir(registered_at / _split(name).image_dir)
@@ -175,7 +175,7 @@ def test_shared_image_folder_keeps_only_labelled_images(registered_at):
     assert len(DatasetCatalog.get(name)) == 2
 
 
-def test_labels_without_images_are_an_error(registered_at):
+def test_labels_without_images_are_an_error(registered_at, write_prepared_benchmarks, write_label):
     name = "context_459_test_sem_seg"
     write_prepared_benchmarks(registered_at, num_images=2, dataset_names=[name])
     split = _split(name)
@@ -184,7 +184,7 @@ def test_labels_without_images_are_an_error(registered_at):
         DatasetCatalog.get(name)
 
 
-def test_no_labelled_image_is_an_error(registered_at):
+def test_no_labelled_image_is_an_error(registered_at, write_label):
     name = "voc_2012_test_sem_seg"
     split = _split(name)
     (registered_at / split.image_dir).mkdir(parents=True)
@@ -194,7 +194,8 @@ def test_no_labelled_image_is_an_error(registered_at):
         DatasetCatalog.get(name)
 
 
-def test_temporary_files_of_an_interrupted_run_are_not_labels(registered_at):
+def test_temporary_files_of_an_interrupted_run_are_not_labels(registered_at,
+                                                              write_prepared_benchmarks):
     name = "ade20k_150_test_sem_seg"
     write_prepared_benchmarks(registered_at, num_images=1, dataset_names=[name])
     label_dir = registered_at / _split(name).label_dir

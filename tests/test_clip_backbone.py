@@ -1,11 +1,9 @@
 """CLIPBackbone: construction, contract attributes, fine-tuning modes, merged inference, bypass."""
 import pytest
 import torch
-from detectron2.config import get_cfg
 
-from cat_seg.config import add_ahs_config
 from cat_seg.modeling.clip import CLIPBackbone, build_clip_backbone
-from test_clip_reference import TINY, perturb_adapter, random_images, tiny_backbone
+from helpers.clip import TINY
 
 OPENAI_MEAN_255 = (122.7709383, 116.7460125, 104.09373615)
 OPENAI_STD_255 = (68.5005327, 66.6321579, 70.32316305)
@@ -43,13 +41,13 @@ def adapter_step(backbone, images, lr=1e-2):
     optimizer.zero_grad()
 
 
-def test_build_from_config_reads_every_key():
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    head = cfg.MODEL.SEM_SEG_HEAD
-    head.CLIP_PRETRAINED, head.CLIP_WEIGHTS, head.CLIP_RESOLUTION = TINY, "random", 64
-    head.CLIP_GUIDANCE_LAYERS, head.CLIP_FINETUNE, head.OFT_BLOCK_SIZE = [2, 0], "oft_both", 64
-    head.OFT_VISION_CAYLEY, head.PROMPT_ENSEMBLE_TYPE = True, "imagenet"
+def test_build_from_config_reads_every_key(make_cfg):
+    head = "MODEL.SEM_SEG_HEAD."
+    cfg = make_cfg(opts={
+        head + "CLIP_PRETRAINED": TINY, head + "CLIP_WEIGHTS": "random",
+        head + "CLIP_RESOLUTION": 64, head + "CLIP_GUIDANCE_LAYERS": [2, 0],
+        head + "CLIP_FINETUNE": "oft_both", head + "OFT_BLOCK_SIZE": 64,
+        head + "OFT_VISION_CAYLEY": True, head + "PROMPT_ENSEMBLE_TYPE": "imagenet"})
     backbone = build_clip_backbone(cfg)
     assert isinstance(backbone, CLIPBackbone)
     assert (backbone.embed_dim, backbone.vision_width, backbone.resolution) == (64, 128, 64)
@@ -69,7 +67,7 @@ def test_plain_constructor_defaults_to_native_resolution_frozen_single_prompt():
     assert trainable_names(backbone) == set()
 
 
-def test_finetune_modes_train_exactly_their_parameters():
+def test_finetune_modes_train_exactly_their_parameters(tiny_backbone):
     oft = tiny_backbone(finetune="oft_both")
     assert trainable_names(oft) == {"adapter.shared_blocks", "adapter.layer_relation",
                                     "adapter.modality_relation"}
@@ -95,7 +93,8 @@ def test_trainable_parameter_counts_of_the_real_architectures(architecture, reso
     assert backbone.grid_size == (24, 24)
 
 
-def test_merged_inference_equals_unmerged_and_folds_once(monkeypatch):
+def test_merged_inference_equals_unmerged_and_folds_once(monkeypatch, tiny_backbone,
+                                                         perturb_adapter, random_images):
     backbone = tiny_backbone()
     perturb_adapter(backbone)
     images = random_images(backbone)
@@ -111,7 +110,7 @@ def test_merged_inference_equals_unmerged_and_folds_once(monkeypatch):
     assert merged_again[2].shape == (1, 1, 64)
 
 
-def test_weights_trained_after_an_evaluation_are_served_fresh():
+def test_weights_trained_after_an_evaluation_are_served_fresh(tiny_backbone, random_images):
     backbone = tiny_backbone()
     images = random_images(backbone)
     before = outputs(backbone.eval(), images)
@@ -125,7 +124,9 @@ def test_weights_trained_after_an_evaluation_are_served_fresh():
 
 
 @pytest.mark.parametrize("finetune", ["oft_both", "attention"])
-def test_updates_made_in_evaluation_mode_invalidate_folded_weights_and_text(finetune):
+def test_updates_made_in_evaluation_mode_invalidate_folded_weights_and_text(finetune,
+                                                                            random_images,
+                                                                            tiny_backbone):
     backbone = tiny_backbone(finetune=finetune).eval()
     images = random_images(backbone)
     before = outputs(backbone, images)
@@ -135,7 +136,8 @@ def test_updates_made_in_evaluation_mode_invalidate_folded_weights_and_text(fine
     assert max_difference(stepped, outputs(backbone.train(), images)) <= 1e-5
 
 
-def test_load_state_dict_in_evaluation_mode_is_served_fresh():
+def test_load_state_dict_in_evaluation_mode_is_served_fresh(perturb_adapter, random_images,
+                                                            tiny_backbone):
     backbone, other = tiny_backbone(seed=0).eval(), tiny_backbone(seed=5)
     perturb_adapter(other)
     images = random_images(backbone)
@@ -144,7 +146,7 @@ def test_load_state_dict_in_evaluation_mode_is_served_fresh():
     assert max_difference(outputs(backbone, images), outputs(other.eval(), images)) == 0
 
 
-def test_bypass_runs_the_pretrained_weights_inside_no_grad_and_nested():
+def test_bypass_runs_the_pretrained_weights_inside_no_grad_and_nested(tiny_backbone, random_images):
     backbone = tiny_backbone()
     plain = tiny_backbone(finetune="frozen")
     plain.clip.load_state_dict(backbone.clip.state_dict())
@@ -164,7 +166,8 @@ def test_bypass_runs_the_pretrained_weights_inside_no_grad_and_nested():
     assert max_difference(adapted, teacher) > 1e-4
 
 
-def test_evaluation_mode_with_gradients_enabled_still_trains_the_adapter():
+def test_evaluation_mode_with_gradients_enabled_still_trains_the_adapter(random_images,
+                                                                         tiny_backbone):
     backbone = tiny_backbone().eval()
     dense, _ = backbone.encode_image(random_images(backbone))
     dense.sum().backward()
@@ -172,7 +175,7 @@ def test_evaluation_mode_with_gradients_enabled_still_trains_the_adapter():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_bf16_autocast_on_cpu_is_finite(training):
+def test_bf16_autocast_on_cpu_is_finite(training, perturb_adapter, random_images, tiny_backbone):
     backbone = tiny_backbone(finetune="oft_both").train(training)
     perturb_adapter(backbone)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -183,7 +186,7 @@ def test_bf16_autocast_on_cpu_is_finite(training):
     assert (dense.float() - reference[0]).abs().max() < 0.1 * reference[0].abs().max()
 
 
-def test_float64_conversion_drops_caches_and_runs():
+def test_float64_conversion_drops_caches_and_runs(random_images, tiny_backbone):
     backbone = tiny_backbone().eval()
     images = random_images(backbone)
     single = outputs(backbone, images)
@@ -193,7 +196,7 @@ def test_float64_conversion_drops_caches_and_runs():
     assert max_difference(single, double) < 1e-4
 
 
-def test_encode_image_rejects_wrong_shapes():
+def test_encode_image_rejects_wrong_shapes(tiny_backbone):
     backbone = tiny_backbone()
     with pytest.raises(ValueError, match=r"\(B, 3, 96, 96\)"):
         backbone.encode_image(torch.zeros(1, 3, 64, 64))
@@ -207,12 +210,12 @@ def test_encode_image_rejects_wrong_shapes():
     (dict(resolution=100), "multiple of the patch size 16"),
     (dict(prompt_ensemble="imagenet_select"), "PROMPT_ENSEMBLE_TYPE"),
 ])
-def test_configuration_errors_name_the_problem(kwargs, message):
+def test_configuration_errors_name_the_problem(kwargs, message, tiny_backbone):
     with pytest.raises(ValueError, match=message):
         tiny_backbone(**kwargs)
 
 
-def test_image_encoder_is_jit_traceable_for_flop_counting():
+def test_image_encoder_is_jit_traceable_for_flop_counting(random_images, tiny_backbone):
     from fvcore.nn import FlopCountAnalysis
 
     class DenseOnly(torch.nn.Module):

@@ -8,7 +8,6 @@ from torch import nn
 from cat_seg.modeling.clip import CLIPBackbone, convert_clip_state_dict
 from cat_seg.modeling.clip.architectures import resolve_architecture
 from cat_seg.modeling.clip.checkpoint import is_torchscript_archive, resolve_weights
-from test_clip_reference import openai_layout, random_images, tiny_backbone
 
 NAMES = ["cat", "traffic light", "sky"]
 
@@ -47,7 +46,9 @@ def save_openai_torchscript_archive(state_dict, path):
     torch.jit.save(torch.jit.script(root), str(path))
 
 
-def test_openai_layout_state_dict_file_round_trip_gives_identical_outputs(tmp_path):
+def test_openai_layout_state_dict_file_round_trip_gives_identical_outputs(tmp_path, tiny_backbone,
+                                                                          openai_layout,
+                                                                          random_images):
     source = tiny_backbone(finetune="frozen")
     path = tmp_path / "tiny_openai_layout.pt"
     state_dict = openai_layout(source.clip.state_dict())
@@ -58,7 +59,8 @@ def test_openai_layout_state_dict_file_round_trip_gives_identical_outputs(tmp_pa
     assert_identical(outputs(loaded, images), outputs(source, images))
 
 
-def test_wrapped_prefixed_and_safetensors_files_load(tmp_path):
+def test_wrapped_prefixed_and_safetensors_files_load(tmp_path, tiny_backbone, openai_layout,
+                                                     random_images):
     source = tiny_backbone(finetune="frozen")
     state_dict = openai_layout(source.clip.state_dict())
     wrapped = tmp_path / "wrapped.pth"
@@ -71,7 +73,8 @@ def test_wrapped_prefixed_and_safetensors_files_load(tmp_path):
                          outputs(source, images))
 
 
-def test_openai_torchscript_archive_loads_in_fp32_with_quick_gelu(tmp_path):
+def test_openai_torchscript_archive_loads_in_fp32_with_quick_gelu(tmp_path, tiny_backbone,
+                                                                  openai_layout):
     source = tiny_backbone(finetune="frozen")
     path = tmp_path / "ViT-tiny.pt"
     save_openai_torchscript_archive(openai_layout(source.clip.state_dict()), path)
@@ -85,7 +88,8 @@ def test_openai_torchscript_archive_loads_in_fp32_with_quick_gelu(tmp_path):
     assert all(torch.equal(loaded_state[k], v) for k, v in expected.items())
 
 
-def test_catseg_split_attention_layout_converts_to_the_backbone_layout():
+def test_catseg_split_attention_layout_converts_to_the_backbone_layout(tiny_backbone,
+                                                                       openai_layout):
     source = tiny_backbone(finetune="frozen")
     packed = openai_layout(source.clip.state_dict())
     catseg = {}
@@ -101,7 +105,7 @@ def test_catseg_split_attention_layout_converts_to_the_backbone_layout():
         assert all(torch.equal(converted[k], v) for k, v in source.clip.state_dict().items())
 
 
-def test_checkpoint_of_another_architecture_lists_the_mismatches(tmp_path):
+def test_checkpoint_of_another_architecture_lists_the_mismatches(tmp_path, tiny_backbone):
     other = open_clip.model.CLIP(
         embed_dim=64, quick_gelu=True,
         vision_cfg=dict(image_size=224, layers=3, width=128, patch_size=16, head_width=64),
@@ -117,14 +121,14 @@ def test_checkpoint_of_another_architecture_lists_the_mismatches(tmp_path):
     assert "missing keys" in message and "visual.transformer.resblocks.3.ln_1.weight" in message
 
 
-def test_non_state_dict_file_is_rejected(tmp_path):
+def test_non_state_dict_file_is_rejected(tmp_path, tiny_backbone):
     path = tmp_path / "training_checkpoint.pth"
     torch.save({"model": {"w": torch.zeros(1)}, "iteration": 5}, path)
     with pytest.raises(ValueError, match="does not hold a CLIP state dict"):
         tiny_backbone(weights=str(path))
 
 
-def test_missing_file_and_unknown_tag_errors(tmp_path):
+def test_missing_file_and_unknown_tag_errors(tmp_path, tiny_backbone):
     with pytest.raises(FileNotFoundError, match="CLIP checkpoint file not found"):
         tiny_backbone(weights=str(tmp_path / "absent.pt"))
     with pytest.raises(ValueError, match="no published weights"):

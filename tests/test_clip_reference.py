@@ -6,56 +6,16 @@
   q/k/v all through the output projection, ``tensor_split``, class-token residual), with CAT-Seg's
   bicubic positional-embedding resize.
 
-The helpers here (tiny backbones, adapter perturbation, OpenAI-layout export) are shared by the
-other ``test_clip_*`` / ``test_oft`` / ``test_text_encoder`` files.
+The tiny backbones, adapter perturbation and OpenAI-layout export come from ``helpers.clip``
+(fixtures of ``conftest.py``).
 """
-from typing import Dict
-
 import open_clip
 import torch
 import torch.nn.functional as F
 
 from cat_seg.modeling.clip import CLIPBackbone
 from cat_seg.modeling.clip.architectures import resolve_architecture
-
-TINY = "AHS-Tiny/16"
-
-
-def tiny_backbone(seed: int = 0, **overrides) -> CLIPBackbone:
-    """AHS-Tiny/16 with random weights at 96 px (6 x 6 grid, so positional embeddings are resized)."""
-    torch.manual_seed(seed)
-    kwargs = dict(architecture=TINY, weights="random", resolution=96, guidance_layers=(1, 2),
-                  finetune="oft_both", oft_block_size=32)
-    kwargs.update(overrides)
-    return CLIPBackbone(**kwargs)
-
-
-def perturb_adapter(backbone: CLIPBackbone, scale: float = 0.05, seed: int = 1) -> None:
-    """Move every adapter parameter away from its identity initialisation."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in backbone.adapter.parameters():
-            param.add_(scale * torch.randn(param.shape, generator=generator))
-
-
-def random_images(backbone: CLIPBackbone, batch: int = 2, seed: int = 2) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, backbone.resolution, backbone.resolution, generator=generator)
-
-
-def openai_layout(split_state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The backbone's ``clip.*`` state dict in OpenAI / open_clip layout (packed in-projection)."""
-    packed: Dict[str, torch.Tensor] = {}
-    for key, value in split_state_dict.items():
-        prefix, _, leaf = key.rpartition(".attn.")
-        if prefix and leaf.split(".")[0] in ("q_proj", "k_proj", "v_proj"):
-            kind = leaf.split(".")[1]
-            if leaf.startswith("q_proj"):
-                parts = [split_state_dict[f"{prefix}.attn.{n}_proj.{kind}"] for n in "qkv"]
-                packed[f"{prefix}.attn.in_proj_{kind}"] = torch.cat(parts, dim=0)
-        else:
-            packed[key] = value
-    return packed
+from helpers.clip import openai_layout
 
 
 def open_clip_reference(backbone: CLIPBackbone) -> open_clip.model.CLIP:
@@ -105,7 +65,7 @@ def catseg_dense_reference(reference: open_clip.model.CLIP, images: torch.Tensor
     return features.transpose(1, 2).reshape(batch, -1, side, side)
 
 
-def test_text_embeddings_equal_open_clip():
+def test_text_embeddings_equal_open_clip(tiny_backbone):
     backbone = tiny_backbone().eval()
     reference = open_clip_reference(backbone)
     names = ["cat", "traffic light", "sky, clouds"]
@@ -118,7 +78,7 @@ def test_text_embeddings_equal_open_clip():
     torch.testing.assert_close(ours[:, 0], expected, atol=1e-5, rtol=0)
 
 
-def test_guidance_tokens_equal_open_clip_intermediate_blocks():
+def test_guidance_tokens_equal_open_clip_intermediate_blocks(random_images, tiny_backbone):
     backbone = tiny_backbone(resolution=224, guidance_layers=(2, 0)).eval()
     reference = open_clip_reference(backbone)
     images = random_images(backbone)
@@ -134,7 +94,8 @@ def test_guidance_tokens_equal_open_clip_intermediate_blocks():
     torch.testing.assert_close(guidance[1], outputs[0], atol=1e-5, rtol=0)
 
 
-def test_dense_embeddings_equal_catseg_dense_mode_at_resized_resolution():
+def test_dense_embeddings_equal_catseg_dense_mode_at_resized_resolution(random_images,
+                                                                        tiny_backbone):
     backbone = tiny_backbone().eval()  # 96 px: the 14 x 14 positional grid is resized to 6 x 6
     reference = open_clip_reference(backbone)
     images = random_images(backbone)

@@ -7,22 +7,15 @@ CLIP under ``sem_seg_head.predictor.clip_model.`` in OpenAI's layout with CAT-Se
 ``sem_seg_head.predictor.transformer.``, the guidance upsamplers as ``upsample1/2``, and the
 shifted-window attention masks CAT-Seg saves as buffers.
 """
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 
-from cat_seg import add_ahs_config
+import convert_checkpoint  # tools/, on pytest.ini's pythonpath
 from cat_seg.ahs_seg_model import AHSSeg
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("convert_checkpoint",
-                                               ROOT / "tools" / "convert_checkpoint.py")
-convert_checkpoint = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(convert_checkpoint)
+from helpers.configs import make_cfg
 
 TINY_YAML = """
 MODEL:
@@ -96,8 +89,7 @@ def to_catseg_layout(state_dict):
 
 
 def tiny_model(seed):
-    cfg = get_cfg()
-    add_ahs_config(cfg)
+    cfg = make_cfg()
     cfg.merge_from_other_cfg(cfg.load_cfg(TINY_YAML))
     torch.manual_seed(seed)
     model = AHSSeg(cfg)

@@ -5,11 +5,9 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from PIL import Image
 
-from cat_seg import add_ahs_config
 from cat_seg.data.dataset_mapper import (
     PhotometricDistortion,
     PhotometricDistortionTransform,
@@ -18,6 +16,7 @@ from cat_seg.data.dataset_mapper import (
     hsv_to_rgb,
     rgb_to_hsv,
 )
+from helpers.configs import make_cfg
 
 IGNORE = 255
 
@@ -31,19 +30,19 @@ def _dataset(num_classes=10, ignore_label=IGNORE):
 
 def _cfg(dataset, *, min_size=(64,), max_size=1000, crop=None, max_area=1.0, ssd=False,
          divisibility=-1):
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.DATASETS.TRAIN = (dataset,)
-    cfg.INPUT.MIN_SIZE_TRAIN = min_size
-    cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
-    cfg.INPUT.MAX_SIZE_TRAIN = max_size
-    cfg.INPUT.CROP.ENABLED = crop is not None
-    cfg.INPUT.CROP.TYPE = "absolute"
-    cfg.INPUT.CROP.SIZE = crop or (64, 64)
-    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = max_area
-    cfg.INPUT.COLOR_AUG_SSD = ssd
-    cfg.INPUT.SIZE_DIVISIBILITY = divisibility
-    return cfg
+    """The mapper's knobs as config keys, on the defaults + AHS keys (``helpers.configs``)."""
+    return make_cfg(opts={
+        "DATASETS.TRAIN": (dataset,),
+        "INPUT.MIN_SIZE_TRAIN": min_size,
+        "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice",
+        "INPUT.MAX_SIZE_TRAIN": max_size,
+        "INPUT.CROP.ENABLED": crop is not None,
+        "INPUT.CROP.TYPE": "absolute",
+        "INPUT.CROP.SIZE": crop or (64, 64),
+        "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": max_area,
+        "INPUT.COLOR_AUG_SSD": ssd,
+        "INPUT.SIZE_DIVISIBILITY": divisibility,
+    })
 
 
 def _record(tmp_path, image, label=None, **extra):

@@ -1,16 +1,13 @@
 """tools/demo.py: vocabulary and input checks, the pictures it writes, and a run of the tiny model."""
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import demo  # noqa: E402
-from test_analyze_model import write_tiny_config  # noqa: E402
 
 import cat_seg  # noqa: E402,F401  (registers the model, head and datasets)
 from cat_seg.data.label_io import read_label  # noqa: E402
@@ -136,7 +133,7 @@ def test_outputs_show_the_predicted_classes_and_their_legend(tmp_path):
 # ---------------------------------------------------------------------------------- the model
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, write_tiny_config):
     """A tiny model's checkpoint, its config and two input images of different sizes."""
     root = tmp_path_factory.mktemp("demo")
     config = write_tiny_config(root / "tiny.yaml")

@@ -3,10 +3,9 @@ import os
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from torch import nn
 
-from cat_seg import add_ahs_config, check_config
+from cat_seg import check_config
 from cat_seg.engine.checkpointer import AtomicCheckpointer
 from cat_seg.engine.optimizer import with_full_model_gradient_clipping
 
@@ -44,12 +43,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]
 
 
-def _cfg():
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.DATASETS.TRAIN = ("synthetic_seen_train",)
-    return cfg
+# Defaults + AHS keys (conftest.make_cfg) on the CPU, with a training set.
+CPU_TRAINING = {"MODEL.DEVICE": "cpu", "DATASETS.TRAIN": ("synthetic_seen_train",)}
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -59,18 +54,18 @@ def _cfg():
     ("TEST.SLIDING_WINDOW_OVERLAP", 1.0, "OVERLAP"),
     ("SOLVER.AMP.PRECISION", "int8", "PRECISION"),
 ])
-def test_check_config_rejects_bad_values(key, value, message):
-    cfg = _cfg()
+def test_check_config_rejects_bad_values(key, value, message, make_cfg):
+    cfg = make_cfg(opts=CPU_TRAINING)
     cfg.merge_from_list([key, value])
     with pytest.raises(ValueError, match=message):
         check_config(cfg)
 
 
-def test_check_config_accepts_defaults():
-    check_config(_cfg())
+def test_check_config_accepts_defaults(make_cfg):
+    check_config(make_cfg(opts=CPU_TRAINING))
 
 
-def test_unknown_config_key_is_rejected():
+def test_unknown_config_key_is_rejected(make_cfg):
     # yacs names the key (AssertionError from --opts, KeyError from a YAML file).
     with pytest.raises((KeyError, AssertionError), match="Non-existent key.*NOT_A_KEY"):
-        _cfg().merge_from_list(["MODEL.SEM_SEG_HEAD.NOT_A_KEY", 1])
+        make_cfg(opts=CPU_TRAINING).merge_from_list(["MODEL.SEM_SEG_HEAD.NOT_A_KEY", 1])

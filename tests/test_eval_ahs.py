@@ -2,31 +2,23 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import cat_seg  # noqa: F401
-from cat_seg import add_ahs_config
 from cat_seg.data import OVSS_BENCHMARKS
 from cat_seg.engine import AtomicCheckpointer
 
-sys.path.insert(0, os.path.dirname(__file__))
-from benchmark_fixtures import write_prepared_benchmarks  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/synthetic/quickstart.yaml"
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, CONFIG))
-    cfg.MODEL.DEVICE = "cpu"
+def tiny_weights(tmp_path_factory, make_cfg):
+    cfg = make_cfg(os.path.join(ROOT, CONFIG), MODEL__DEVICE="cpu")
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("weights")
     AtomicCheckpointer(build_model(cfg), save_dir=str(folder)).save("tiny")
@@ -43,7 +35,8 @@ def _eval(tmp_path, weights, data_root, *opts, **env):
 
 
 @pytest.mark.slow
-def test_eval_ahs_on_all_six_miniature_benchmarks(tmp_path, tiny_weights):
+def test_eval_ahs_on_all_six_miniature_benchmarks(tmp_path, tiny_weights,
+                                                  write_prepared_benchmarks):
     data = tmp_path / "data"
     write_prepared_benchmarks(data, num_images=1, size=(24, 32))
     # Whole-image inference keeps the 1,594 classes of the six sets cheap on CPU; the sliding
@@ -67,7 +60,8 @@ def test_eval_ahs_on_all_six_miniature_benchmarks(tmp_path, tiny_weights):
     assert len(pas20b.strip().splitlines()) == 1 + 21
 
 
-def test_eval_ahs_stops_on_a_missing_benchmark(tmp_path, tiny_weights):
+def test_eval_ahs_stops_on_a_missing_benchmark(tmp_path, tiny_weights, write_prepared_benchmarks,
+                                               make_cfg):
     data = tmp_path / "data"
     write_prepared_benchmarks(data, num_images=1, size=(24, 32),
                               dataset_names=["voc_2012_test_sem_seg"])
@@ -84,7 +78,5 @@ def test_eval_ahs_stops_on_a_missing_benchmark(tmp_path, tiny_weights):
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(json.loads((out / "results.json").read_text())) == ["PAS-20"]
     assert (out / "config.yaml").read_text() == training_config
-    eval_config = get_cfg()
-    add_ahs_config(eval_config)
-    eval_config.merge_from_file(str(out / "config_eval.yaml"))
+    eval_config = make_cfg(out / "config_eval.yaml")
     assert eval_config.TEST.SLIDING_WINDOW and list(eval_config.MODEL.SEM_SEG_HEAD.POOLING_SIZES) == [1, 1]

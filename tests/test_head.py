@@ -4,10 +4,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.config import get_cfg
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from cat_seg import add_ahs_config
 from cat_seg.modeling.head import CATSegHead
 from cat_seg.modeling.head.class_aggregation import ClassAggregation, linear_attention
 from cat_seg.modeling.head.cost_volume import cosine_cost_volume
@@ -167,14 +165,12 @@ def test_wrong_inputs_fail_clearly():
         CATSegHead(**{**TINY, "num_heads": 5})
 
 
-def test_registered_and_built_from_config_with_the_backbone_dimensions():
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.MODEL.SEM_SEG_HEAD.HIDDEN_DIMS = 32
-    cfg.MODEL.SEM_SEG_HEAD.DECODER_DIMS = [32, 16]
-    cfg.MODEL.SEM_SEG_HEAD.DECODER_GUIDANCE_PROJ_DIMS = [8, 4]
-    cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES = [1, 1]
-    cfg.MODEL.SEM_SEG_HEAD.WINDOW_SIZES = 4
+def test_registered_and_built_from_config_with_the_backbone_dimensions(make_cfg):
+    cfg = make_cfg(opts={"MODEL.SEM_SEG_HEAD.HIDDEN_DIMS": 32,
+                         "MODEL.SEM_SEG_HEAD.DECODER_DIMS": [32, 16],
+                         "MODEL.SEM_SEG_HEAD.DECODER_GUIDANCE_PROJ_DIMS": [8, 4],
+                         "MODEL.SEM_SEG_HEAD.POOLING_SIZES": [1, 1],
+                         "MODEL.SEM_SEG_HEAD.WINDOW_SIZES": 4})
     backbone = SimpleNamespace(embed_dim=16, vision_width=24, grid_size=(8, 8), num_prompts=3)
     head = SEM_SEG_HEADS_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.NAME)(cfg, backbone)
     assert isinstance(head, CATSegHead)

@@ -3,9 +3,7 @@ import math
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 
-from cat_seg.config import add_ahs_config
 from cat_seg.modeling.hyperspherical_innovations import (
     AFR,
     HPA,
@@ -14,13 +12,6 @@ from cat_seg.modeling.hyperspherical_innovations import (
     geodesic_angle,
     patch_labels,
 )
-
-
-def make_cfg(**overrides):
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_list([item for key, value in overrides.items() for item in (key.replace("__", "."), value)])
-    return cfg
 
 
 # ---------------------------------------------------------------------------------------- geodesic
@@ -180,7 +171,7 @@ def _sdr_loss(cfg, iteration=500):
 HEAD = "MODEL__SEM_SEG_HEAD__"
 
 
-def test_prototype_keys_change_behaviour():
+def test_prototype_keys_change_behaviour(make_cfg):
     base_loss, base_prototypes, base_grad = _hpa_loss_and_update(make_cfg())
     loss, _, _ = _hpa_loss_and_update(make_cfg(**{HEAD + "PROTOTYPE_LOSS_WEIGHT": 0.3}))
     torch.testing.assert_close(loss, 3 * base_loss)
@@ -197,7 +188,7 @@ def test_prototype_keys_change_behaviour():
     assert not torch.allclose(loss, base_loss)
 
 
-def test_purity_and_ignore_keys_change_afr_loss():
+def test_purity_and_ignore_keys_change_afr_loss(make_cfg):
     base, _ = _afr_loss(make_cfg())
     pure_only, _ = _afr_loss(make_cfg(**{HEAD + "PATCH_LABEL_PURITY": 1.0}))
     assert not torch.allclose(base, pure_only)
@@ -208,7 +199,7 @@ def test_purity_and_ignore_keys_change_afr_loss():
     assert torch.isfinite(ignoring_7)
 
 
-def test_rectify_keys_change_behaviour():
+def test_rectify_keys_change_behaviour(make_cfg):
     base, afr = _afr_loss(make_cfg())
     heavier, _ = _afr_loss(make_cfg(**{HEAD + "RECTIFY_LOSS_WEIGHT": 0.5}))
     torch.testing.assert_close(heavier, 10 * base)
@@ -216,7 +207,7 @@ def test_rectify_keys_change_behaviour():
     assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in afr.parameters())
 
 
-def test_distill_keys_change_behaviour():
+def test_distill_keys_change_behaviour(make_cfg):
     base = _sdr_loss(make_cfg(SOLVER__MAX_ITER=1000))
     for key, value in (
         (HEAD + "DISTILL_LOSS_WEIGHT", 0.5),

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from cat_seg.modeling.clip.oft import (TEXT, VISION, HCLIPOrthogonalAdapter, cayley,
                                        rotate_input_side, rotate_output_side)
 from cat_seg.modeling.clip.blocks import ProjectionWeights
-from test_clip_reference import perturb_adapter, random_images, tiny_backbone
 
 
 def small_adapter(vision_cayley=False, text_layers=3, vision_layers=3, text_width=64,
@@ -59,7 +58,8 @@ def test_every_matrix_is_exactly_the_identity_at_initialisation(vision_cayley):
 
 
 @pytest.mark.parametrize("block_size,vision_cayley", [(32, False), (64, True), (128, False)])
-def test_backbone_outputs_equal_plain_clip_exactly_at_initialisation(block_size, vision_cayley):
+def test_backbone_outputs_equal_plain_clip_exactly_at_initialisation(block_size, vision_cayley,
+                                                                     tiny_backbone, random_images):
     backbone = tiny_backbone(oft_block_size=block_size, oft_vision_cayley=vision_cayley)
     images, names = random_images(backbone), ["cat", "road", "sky"]
     with torch.no_grad():  # training mode: rotated weights recomputed, the unmerged path
@@ -147,7 +147,9 @@ def test_cross_layer_and_cross_modal_relations_couple_everything():
     assert adapter.modality_relation.grad[0].abs().sum() > 0
 
 
-def test_training_gradients_reach_every_adapter_parameter_and_no_clip_weight():
+def test_training_gradients_reach_every_adapter_parameter_and_no_clip_weight(tiny_backbone,
+                                                                             perturb_adapter,
+                                                                             random_images):
     backbone = tiny_backbone()
     perturb_adapter(backbone)
     dense, guidance = backbone.encode_image(random_images(backbone))
@@ -160,7 +162,7 @@ def test_training_gradients_reach_every_adapter_parameter_and_no_clip_weight():
 
 
 @pytest.mark.parametrize("block_size", [48, 0])
-def test_block_size_must_divide_both_widths(block_size):
+def test_block_size_must_divide_both_widths(block_size, tiny_backbone):
     with pytest.raises(ValueError, match="OFT_BLOCK_SIZE"):
         tiny_backbone(oft_block_size=block_size)
     with pytest.raises(ValueError, match="text width 100"):

@@ -1,13 +1,10 @@
 """tools/plot_logs.py on hand-written metrics.json files (detectron2's JSONWriter format)."""
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import plot_logs  # noqa: E402
 
 

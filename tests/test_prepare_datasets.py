@@ -17,7 +17,6 @@ import scipy.io
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "datasets"))
 
 import prepare_ade20k_150  # noqa: E402
 import prepare_ade20k_847  # noqa: E402

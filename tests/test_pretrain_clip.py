@@ -3,7 +3,6 @@ tools/pretrain_clip.py (a few steps: the loss falls; a resumed run equals an uni
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import open_clip
@@ -22,7 +21,6 @@ from cat_seg.modeling.clip.pretraining import (
     to_open_clip_state_dict,
 )
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import pretrain_clip  # noqa: E402
 
 LAVA, KITE = [c.name for c in ALL_CLASSES].index("lava"), [c.name for c in ALL_CLASSES].index("kite")

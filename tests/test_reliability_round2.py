@@ -22,11 +22,7 @@ from cat_seg.utils import visualization
 from cat_seg.utils.paths import check_output_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-sys.path.insert(0, os.path.dirname(__file__))
 import demo  # noqa: E402
-from benchmark_fixtures import write_prepared_benchmarks  # noqa: E402
-from test_analyze_model import write_tiny_config  # noqa: E402
 
 FULL = "configs/synthetic/quickstart.yaml"
 BASELINE = "configs/synthetic/quickstart_baseline.yaml"
@@ -50,7 +46,8 @@ def full_weights(tmp_path_factory):
 
 # ------------------------------------------------------------------ weights of another config
 
-def test_eval_ahs_refuses_weights_of_another_config_unless_allowed(tmp_path, full_weights):
+def test_eval_ahs_refuses_weights_of_another_config_unless_allowed(tmp_path, full_weights,
+                                                                   write_prepared_benchmarks):
     data = tmp_path / "data"
     write_prepared_benchmarks(data, num_images=1, size=(24, 32),
                               dataset_names=["voc_2012_test_sem_seg"])
@@ -174,7 +171,7 @@ def test_an_empty_training_dataset_is_named():
 # ------------------------------------------------------------------ demo
 
 @pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory):
+def tiny_demo(tmp_path_factory, write_tiny_config):
     root = tmp_path_factory.mktemp("demo")
     config = write_tiny_config(root / "tiny.yaml")
     full_config = write_tiny_config(root / "tiny_full.yaml", modules=("AFR", "HPA"))

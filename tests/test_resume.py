@@ -25,7 +25,6 @@ MAX_ITER = 6
 LAUNCHER = textwrap.dedent("""
     import json, runpy, sys
     import torch
-    sys.path.insert(0, {root!r})
     from detectron2.engine import DefaultTrainer, HookBase
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from cat_seg.engine import unwrap_model
@@ -75,7 +74,7 @@ def _command(tmp_path, output, resume):
     _write_data(tmp_path / "data")
     probe = str(tmp_path / ("probe_resumed.pt" if resume else "probe_first.pt"))
     script = tmp_path / "launch_train_net.py"
-    script.write_text(LAUNCHER.format(root=ROOT, data=str(tmp_path / "data"), probe=probe,
+    script.write_text(LAUNCHER.format(data=str(tmp_path / "data"), probe=probe,
                                       train_net=os.path.join(ROOT, "train_net.py")))
     return [sys.executable, str(script), "--config-file", "configs/synthetic/quickstart.yaml",
             *(["--resume"] if resume else []),
@@ -98,7 +97,9 @@ def _tagged(output):
 def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path):
     output = tmp_path / "run"
     command, _ = _command(tmp_path, output, resume=False)
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    # The launcher runs from tmp_path: the repository comes from PYTHONPATH.
+    pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=pythonpath)
     with open(tmp_path / "first.log", "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
@@ -147,15 +148,10 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path):
 
 def _sdr_weight_at_zero(output):
     """w(0) of the run's SDR schedule, from the config the run wrote."""
-    from detectron2.config import get_cfg
-
-    from cat_seg import add_ahs_config
     from cat_seg.modeling.hyperspherical_innovations import SDR
+    from helpers.configs import make_cfg
 
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_file(str(output / "config.yaml"))
-    return SDR(cfg).weight(0)
+    return SDR(make_cfg(output / "config.yaml")).weight(0)
 
 
 def test_resume_loads_only_the_tagged_checkpoint(tmp_path):

@@ -3,12 +3,10 @@ weights as an uninterrupted one (the resumable data stream, cat_seg/data/resumab
 and every checkpoint stays readable. The 2,000-iteration soak is run by hand (output/note14.md)."""
 import json
 import os
-import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 import soak_resume  # noqa: E402
 
 TINY = ["DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "1",

@@ -7,7 +7,6 @@ from cat_seg.modeling.clip import encoders
 from cat_seg.modeling.clip.encoders import encode_text_tokens
 from cat_seg.modeling.clip.oft import TEXT
 from cat_seg.modeling.clip.prompts import build_prompts, first_synonym, prompt_templates
-from test_clip_reference import perturb_adapter, tiny_backbone
 
 NAMES = ["person", "traffic light", "dining table, table", "sky", "potted plant"]
 
@@ -25,7 +24,7 @@ def test_prompt_templates_and_first_synonym():
         build_prompts("cat", ("{}",))
 
 
-def test_encode_text_is_normalised_per_class_and_template_in_order():
+def test_encode_text_is_normalised_per_class_and_template_in_order(tiny_backbone):
     backbone = tiny_backbone(prompt_ensemble="imagenet").eval()
     with torch.no_grad():
         text = backbone.encode_text(NAMES[:2])
@@ -38,7 +37,7 @@ def test_encode_text_is_normalised_per_class_and_template_in_order():
     torch.testing.assert_close(single[0], text[1], atol=1e-6, rtol=0)
 
 
-def test_truncated_text_transformer_equals_the_full_context_run():
+def test_truncated_text_transformer_equals_the_full_context_run(tiny_backbone, perturb_adapter):
     backbone = tiny_backbone()
     perturb_adapter(backbone)
     tokens = backbone.tokenizer(build_prompts(NAMES[1:3], prompt_templates("imagenet")))
@@ -50,7 +49,7 @@ def test_truncated_text_transformer_equals_the_full_context_run():
     assert (truncated - full).abs().max() <= 1e-5
 
 
-def test_chunked_text_encoding_equals_one_batch(monkeypatch):
+def test_chunked_text_encoding_equals_one_batch(monkeypatch, tiny_backbone):
     backbone = tiny_backbone().eval()
     with torch.no_grad():
         whole = backbone.encode_text(NAMES)
@@ -60,7 +59,7 @@ def test_chunked_text_encoding_equals_one_batch(monkeypatch):
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)
 
 
-def test_evaluation_cache_per_vocabulary_and_bypass_state():
+def test_evaluation_cache_per_vocabulary_and_bypass_state(perturb_adapter, tiny_backbone):
     backbone = tiny_backbone().eval()
     perturb_adapter(backbone)
     with torch.no_grad():
@@ -74,7 +73,7 @@ def test_evaluation_cache_per_vocabulary_and_bypass_state():
     assert other.shape == (2, 1, 64) and (teacher - first).abs().max() > 1e-4
 
 
-def test_cache_is_dropped_by_weight_changes_and_mode_switches():
+def test_cache_is_dropped_by_weight_changes_and_mode_switches(perturb_adapter, tiny_backbone):
     backbone = tiny_backbone().eval()
     with torch.no_grad():
         first = backbone.encode_text(NAMES)
@@ -88,20 +87,21 @@ def test_cache_is_dropped_by_weight_changes_and_mode_switches():
     torch.testing.assert_close(switched, changed, atol=0, rtol=0)
 
 
-def test_training_with_gradients_never_reuses_embeddings():
+def test_training_with_gradients_never_reuses_embeddings(tiny_backbone):
     backbone = tiny_backbone().train()
     first, second = backbone.encode_text(NAMES), backbone.encode_text(NAMES)
     assert first is not second and first.requires_grad and second.grad_fn is not None
 
 
-def test_bypassed_text_is_graph_free_and_cached_even_while_training():
+def test_bypassed_text_is_graph_free_and_cached_even_while_training(tiny_backbone):
     backbone = tiny_backbone().train()  # oft_both: the pretrained weights are frozen
     with backbone.adapters_bypassed():
         teacher = backbone.encode_text(NAMES)
         assert not teacher.requires_grad and backbone.encode_text(NAMES) is teacher
 
 
-def test_names_longer_than_the_context_are_warned_once_naming_the_dropped_tokens(caplog):
+def test_names_longer_than_the_context_are_warned_once_naming_the_dropped_tokens(caplog,
+                                                                                 tiny_backbone):
     """Two long names differing only at the end get identical embeddings (the tokenizer keeps
     76 tokens + end): the warning says so, once per name, with the count of dropped tokens."""
     from cat_seg.modeling.clip import prompts

@@ -22,10 +22,8 @@ import torch
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 import demo  # noqa: E402
 import web_demo  # noqa: E402
-from test_analyze_model import write_tiny_config  # noqa: E402
 
 from cat_seg.utils.visualization import labelled_overlay  # noqa: E402
 
@@ -136,7 +134,7 @@ def test_examples_are_the_synthetic_validation_scenes(tmp_path):
 # ---------------------------------------------------------------------------------- the model
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def tiny_model(tmp_path_factory, write_tiny_config):
     """A tiny random model's config and checkpoint, and the example scenes."""
     root = tmp_path_factory.mktemp("web_demo")
     config = write_tiny_config(root / "tiny.yaml")
