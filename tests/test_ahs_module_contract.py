@@ -10,12 +10,11 @@ from typing import Dict, Tuple
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from torch import Tensor, nn
 
 import cat_seg  # noqa: F401  (registrations)
-from cat_seg import add_ahs_config, check_config
+from cat_seg import check_config
 from cat_seg.analysis.measure import count_parameters
 from cat_seg.analysis.parts import enabled_modules, not_used_at_inference
 from cat_seg.modeling.hyperspherical import (
@@ -76,14 +75,13 @@ def feature_gain():
         AHS_MODULE_REGISTRY._obj_map.pop(FeatureGain.__name__)
 
 
-def _cfg(**switches):
-    cfg = get_cfg()
-    add_ahs_config(cfg)
-    cfg.merge_from_file(QUICKSTART)
-    cfg.MODEL.DEVICE = "cpu"
-    for key, value in switches.items():
-        cfg.MODEL.SEM_SEG_HEAD[key] = value
-    return cfg
+@pytest.fixture
+def quickstart_cfg(make_cfg):
+    """The quick start's baseline config on the CPU, with ``MODEL.SEM_SEG_HEAD`` keys set."""
+    def build(**head_keys):
+        return make_cfg(QUICKSTART, MODEL__DEVICE="cpu",
+                        **{f"MODEL__SEM_SEG_HEAD__{k}": v for k, v in head_keys.items()})
+    return build
 
 
 def _build(cfg):
@@ -99,23 +97,23 @@ def _batch(size=128, num_classes=16):
     return [{"image": images[i], "sem_seg": labels[i]} for i in range(2)]
 
 
-def test_the_registry_holds_hpa_sdr_afr_in_build_order_with_their_keys():
+def test_the_registry_holds_hpa_sdr_afr_in_build_order_with_their_keys(quickstart_cfg):
     classes = ahs_module_classes()
     assert [c.short_name for c in classes] == ["HPA", "SDR", "AFR"]
     assert [c.attribute for c in classes] == [
         "prototype_alignment", "self_distillation", "feature_rectification"]
     # Only AFR rewrites the features, so only AFR runs at inference.
     assert [c.has_feature_hook() for c in classes] == [False, False, True]
-    head = _cfg().MODEL.SEM_SEG_HEAD
+    head = quickstart_cfg().MODEL.SEM_SEG_HEAD
     for cls in classes:
         assert head[cls.switch] is False  # every module is off by default
         for key in cls.loss_weight_keys:
             assert key in head, (cls.__name__, key)
 
 
-def test_a_fourth_module_trains_and_runs_at_inference(feature_gain):
-    base = _build(_cfg())
-    model = _build(_cfg(USE_FEATURE_GAIN=True))
+def test_a_fourth_module_trains_and_runs_at_inference(feature_gain, quickstart_cfg):
+    base = _build(quickstart_cfg())
+    model = _build(quickstart_cfg(USE_FEATURE_GAIN=True))
     assert isinstance(model.feature_gain, FeatureGain)
     assert list(model.ahs_modules) == ["feature_gain"]
     assert "feature_gain.log_gain" in model.state_dict()
@@ -143,8 +141,8 @@ def test_a_fourth_module_trains_and_runs_at_inference(feature_gain):
         assert not torch.allclose(model(inputs)[0]["sem_seg"], scores)
 
 
-def test_the_model_analysis_measures_it_without_being_told(feature_gain):
-    cfg = _cfg(USE_FEATURE_GAIN=True)
+def test_the_model_analysis_measures_it_without_being_told(feature_gain, quickstart_cfg):
+    cfg = quickstart_cfg(USE_FEATURE_GAIN=True)
     assert enabled_modules(cfg) == {"HPA": False, "SDR": False, "AFR": False, "GAIN": True}
     # It has a feature hook, so it runs at inference (unlike HPA and SDR).
     assert not_used_at_inference() == ("adapters", "HPA", "SDR")
@@ -152,20 +150,20 @@ def test_the_model_analysis_measures_it_without_being_told(feature_gain):
     assert by_part["GAIN"]["total"] == 1 and by_part["other"]["total"] == 0
 
 
-def test_a_registered_module_that_is_off_leaves_the_model_as_without_it(feature_gain):
-    model = _build(_cfg())
+def test_a_registered_module_that_is_off_leaves_the_model_as_without_it(feature_gain, quickstart_cfg):
+    model = _build(quickstart_cfg())
     assert not hasattr(model, "feature_gain") and model.ahs_modules == {}
     assert not any(k.startswith("feature_gain") for k in model.state_dict())
 
 
-def test_its_loss_weight_is_checked_before_any_work(feature_gain):
-    cfg = _cfg(USE_FEATURE_GAIN=True, FEATURE_GAIN_LOSS_WEIGHT=-1.0)
+def test_its_loss_weight_is_checked_before_any_work(feature_gain, quickstart_cfg):
+    cfg = quickstart_cfg(USE_FEATURE_GAIN=True, FEATURE_GAIN_LOSS_WEIGHT=-1.0)
     with pytest.raises(ValueError, match="FEATURE_GAIN_LOSS_WEIGHT=-1.0 is negative"):
         check_config(cfg)
 
 
-def test_a_loss_name_taken_by_another_part_is_an_error(feature_gain, monkeypatch):
-    model = _build(_cfg(USE_FEATURE_GAIN=True))
+def test_a_loss_name_taken_by_another_part_is_an_error(feature_gain, quickstart_cfg, monkeypatch):
+    model = _build(quickstart_cfg(USE_FEATURE_GAIN=True))
     model.train()
     monkeypatch.setattr(FeatureGain, "losses",
                         lambda self, context: {"loss_sem_seg": context.rectified.sum()})
