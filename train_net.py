@@ -9,9 +9,6 @@ Multi-node: ``--num-machines N --machine-rank R --dist-url tcp://HOST:PORT`` on 
 ``ahs-train`` (installed by ``pip install -e .``) is the same command.
 """
 from cat_seg.engine.launch import default_argument_parser, launch_from_args
-# The names this script used to define, for code that imports them from here.
-from cat_seg.engine.launch import setup, train_or_evaluate as main, weights_record  # noqa: F401
-from cat_seg.engine.trainer import Trainer, wrap_ddp  # noqa: F401
 
 if __name__ == "__main__":
     launch_from_args(default_argument_parser().parse_args(), name="train_net")

@@ -4,6 +4,7 @@ import json
 import pytest
 
 import ablation_table  # noqa: E402
+from cat_seg.analysis import ablations
 
 import cat_seg  # noqa: E402,F401  (registers the model, head and datasets)
 
@@ -24,9 +25,9 @@ def test_table_rows_mean_added_params_and_time_ratio(tmp_path):
     write_results(tmp_path, "afr_only", {"A-150": 31.0, "PC-59": 52.0})
     write_results(tmp_path, "partial", {"A-150": 29.0})
     names = ["baseline", "afr_only", "partial"]
-    miou = ablation_table.read_results(str(tmp_path), names)
+    miou = ablations.read_results(str(tmp_path), names)
     assert miou["afr_only"] == {"A-150": 31.0, "PC-59": 52.0}
-    table = ablation_table.markdown_table(
+    table = ablations.markdown_table(
         names, miou, [cost(1000, 0.200), cost(50861, 0.202), cost(1000, 0.199)])
     assert table.splitlines() == [
         "| ablation | A-150 | PC-59 | mean | added params | inference time |",
@@ -39,11 +40,11 @@ def test_table_rows_mean_added_params_and_time_ratio(tmp_path):
 
 def test_missing_or_malformed_results_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"full[/\\]results.json does not exist"):
-        ablation_table.read_results(str(tmp_path), ["full"])
+        ablations.read_results(str(tmp_path), ["full"])
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "results.json").write_text(json.dumps({"A-150": {"mIoU": 3}}))
     with pytest.raises(ValueError, match="eval_benchmarks.py's format"):
-        ablation_table.read_results(str(tmp_path), ["bad"])
+        ablations.read_results(str(tmp_path), ["bad"])
     with pytest.raises(SystemExit):
         ablation_table.parse_args(["--root", "r", "--names", "a", "b", "--configs", "a.yaml",
                                    "--output", "o.md"])

@@ -10,15 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import analyze_model
-
-import cat_seg  # noqa: E402,F401  (registers the model, head and datasets)
+import cat_seg  # noqa: F401  (registers the model, head and datasets)
+from cat_seg.analysis import measure
+from cat_seg.analysis import parts as analysis_parts
 
 # The tiny AHS-Seg (helpers/configs.py) comes from conftest.py: tiny_cfg, write_tiny_config.
 
 
 @pytest.fixture(scope="module")
 def analysis(tiny_cfg):
-    return analyze_model.analyze(tiny_cfg, num_classes=5, warmup=1, iters=2, train_warmup=0,
+    return measure.analyze(tiny_cfg, num_classes=5, warmup=1, iters=2, train_warmup=0,
                                  train_iters=1)
 
 
@@ -29,7 +30,7 @@ def test_every_field_is_reported(analysis):
     for key in ("date", "cpu", "cpu_count", "torch_threads", "torch", "device"):
         assert key in analysis["machine"]
     assert set(analysis["params"]) == {"total", "trainable", "inference", "by_part"}
-    assert list(analysis["params"]["by_part"]) == list(analyze_model.parts())
+    assert list(analysis["params"]["by_part"]) == list(analysis_parts.parts())
     assert set(analysis["flops"]) >= {"gflops", "by_part_gflops", "skipped_ops"}
     inference = analysis["inference"]
     for key in ("median_s", "min_s", "mean_s", "cpu_median_s", "vocabulary_encoding_s", "iters",
@@ -48,7 +49,7 @@ def test_every_field_is_reported(analysis):
 def test_parameter_counts_add_up(tiny_cfg, analysis):
     from cat_seg.modeling.clip.oft import HCLIPOrthogonalAdapter
 
-    model = analyze_model.build_analysis_model(tiny_cfg)
+    model = measure.build_analysis_model(tiny_cfg)
     params = analysis["params"]
     by_part = params["by_part"]
     assert params["total"] == sum(p.numel() for p in model.parameters())
@@ -62,10 +63,10 @@ def test_parameter_counts_add_up(tiny_cfg, analysis):
 
 
 def test_ahs_modules_are_found_by_type(tmp_path, write_tiny_config):
-    cfg = analyze_model.load_config(write_tiny_config(tmp_path / "ahs.yaml",
+    cfg = measure.load_config(write_tiny_config(tmp_path / "ahs.yaml",
                                                       modules=("HPA", "SDR", "AFR")))
-    model = analyze_model.build_analysis_model(cfg)
-    params = analyze_model.count_parameters(model, cfg)
+    model = measure.build_analysis_model(cfg)
+    params = measure.count_parameters(model, cfg)
     by_part = params["by_part"]
     assert by_part["AFR"]["total"] == sum(p.numel() for p in model.feature_rectification.parameters()) > 0
     assert by_part["HPA"]["total"] == sum(p.numel() for p in model.prototype_alignment.parameters()) == 16
@@ -73,7 +74,7 @@ def test_ahs_modules_are_found_by_type(tmp_path, write_tiny_config):
     assert by_part["SDR"]["total"] == 0  # the teacher is CLIP itself, adapters bypassed
     assert params["inference"] == params["total"] - by_part["adapters"]["total"] - 16
     model.set_vocabulary(["sky", "tree", "road"])
-    flops = analyze_model.count_flops(model, cfg, analyze_model.test_input(64, torch.device("cpu")))
+    flops = measure.count_flops(model, cfg, measure.test_input(64, torch.device("cpu")))
     assert flops.get("error") is None, flops.get("error")
     assert flops["by_part_gflops"]["AFR"] > 0
     assert flops["by_part_gflops"]["HPA"] == flops["by_part_gflops"]["SDR"] == 0  # training only
@@ -99,21 +100,21 @@ def test_attention_flop_handle_counts_both_matmuls():
 
     q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 4)
     analysis = FlopCountAnalysis(Attention(), (q, k, v))
-    analysis.set_op_handle("aten::scaled_dot_product_attention", analyze_model._sdpa_flop_jit)
+    analysis.set_op_handle("aten::scaled_dot_product_attention", measure._sdpa_flop_jit)
     assert analysis.total() == 2 * 3 * 5 * 7 * (8 + 4)
 
 
 def test_peak_memory_sees_a_large_allocation():
     # Measured in a fresh process: late in a long test session, freed pages are reused and the
     # resident set need not grow, whereas here 64 MiB must be new memory.
-    code = ("import torch; import analyze_model\n"
-            "with analyze_model.PeakMemory(torch.device('cpu')) as memory:\n"
+    code = ("import torch; from cat_seg.analysis import measure\n"
+            "with measure.PeakMemory(torch.device('cpu')) as memory:\n"
             "    block = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched\n"
             "    del block\n"
             "print(memory.result()['delta_bytes'])\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [os.path.join(root, "tools"), root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                           env=env)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -158,8 +159,8 @@ def test_training_only_run_has_no_inference_section(tmp_path, capsys, write_tiny
 
 def test_bad_arguments_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        analyze_model.load_config(str(tmp_path / "missing.yaml"))
+        measure.load_config(str(tmp_path / "missing.yaml"))
     with pytest.raises(ValueError, match="positive"):
-        analyze_model.vocabulary(0)
-    assert analyze_model.vocabulary(3) == ["person", "bicycle", "car"]
-    assert analyze_model.vocabulary(173)[-2:] == ["class 171", "class 172"]
+        measure.vocabulary(0)
+    assert measure.vocabulary(3) == ["person", "bicycle", "car"]
+    assert measure.vocabulary(173)[-2:] == ["class 171", "class 172"]

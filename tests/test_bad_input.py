@@ -3,7 +3,7 @@ the handling a user expects, never in a silently wrong mIoU.
 
 The data cases go through the trainer's own loaders (``Trainer.build_train_loader`` /
 ``build_test_loader``), the evaluation cases through ``inference_on_dataset`` with the real model
-and evaluator, the config cases through ``train_net.setup`` and ``build_model``. Cases covered end
+and evaluator, the config cases through ``setup`` and ``build_model``. Cases covered end
 to end elsewhere are named where they are (see ``test_class_json_*``)."""
 import argparse
 import os
@@ -17,14 +17,15 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 from PIL import Image
 
-import train_net
+from cat_seg.engine.launch import setup
+from cat_seg.engine.trainer import Trainer
 from cat_seg.data import benchmarks, register_all_benchmarks
 from cat_seg.data.benchmarks import DatasetNotPreparedError
 from cat_seg.engine import AtomicCheckpointer
 from cat_seg.modeling.clip.architectures import resolve_architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-import demo  # noqa: E402
+from cat_seg.demo import images as demo_images
 
 CONFIG = os.path.join(ROOT, "configs/synthetic/quickstart.yaml")
 DATASET = "bad_input_dataset"
@@ -65,7 +66,7 @@ def dataset():
 
 
 def _first_training_batch(cfg):
-    return next(iter(train_net.Trainer.build_train_loader(cfg)))
+    return next(iter(Trainer.build_train_loader(cfg)))
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +78,8 @@ def model(make_cfg):
 
 
 def _evaluate(model, cfg):
-    loader = train_net.Trainer.build_test_loader(cfg, DATASET)
-    return inference_on_dataset(model, loader, train_net.Trainer.build_evaluator(cfg, DATASET))
+    loader = Trainer.build_test_loader(cfg, DATASET)
+    return inference_on_dataset(model, loader, Trainer.build_evaluator(cfg, DATASET))
 
 
 # ------------------------------------------------------------------------------ datasets
@@ -89,9 +90,9 @@ def test_dataset_root_missing(tmp_path, make_cfg):
     try:
         with pytest.raises(DatasetNotPreparedError, match=r"(?s)annotations_detectron2/train2017 does not exist.*"
                                                           r"prepare_coco_stuff\.py"):
-            train_net.Trainer.build_train_loader(cfg)
+            Trainer.build_train_loader(cfg)
         with pytest.raises(DatasetNotPreparedError, match=r"does not exist.*prepare_ade20k_150"):
-            train_net.Trainer.build_test_loader(cfg, "ade20k_150_test_sem_seg")
+            Trainer.build_test_loader(cfg, "ade20k_150_test_sem_seg")
     finally:
         register_all_benchmarks()
 
@@ -151,7 +152,7 @@ def test_image_and_label_of_different_sizes_in_evaluation(tmp_path, dataset, mod
 ])
 def test_class_json_malformed_empty_or_duplicated(tmp_path, monkeypatch, content, message):
     """Benchmark class lists (cat_seg/data/class_names/*.json, read at registration). The demo's
-    --vocabulary-file goes through demo.parse_vocabulary, tested end to end on the same three
+    --vocabulary-file goes through demo_images.parse_vocabulary, tested end to end on the same three
     defects in test_demo.py::test_malformed_vocabulary_files_are_rejected; checked here once more
     with these files."""
     (tmp_path / "mine.json").write_text(content)
@@ -163,7 +164,7 @@ def test_class_json_malformed_empty_or_duplicated(tmp_path, monkeypatch, content
     finally:
         benchmarks._class_names.cache_clear()
     with pytest.raises(ValueError, match="not valid JSON|empty|twice"):
-        demo.parse_vocabulary(file=str(tmp_path / "mine.json"))
+        demo_images.parse_vocabulary(file=str(tmp_path / "mine.json"))
 
 
 # ------------------------------------------------------------------------------ vocabularies
@@ -304,7 +305,7 @@ def _setup(tmp_path, *opts, config=CONFIG):
     args = argparse.Namespace(config_file=config, resume=False, eval_only=False, num_gpus=1,
                               num_machines=1, machine_rank=0, dist_url="auto",
                               opts=[*SMALL, "OUTPUT_DIR", str(tmp_path / "out"), *opts])
-    return train_net.setup(args)
+    return setup(args)
 
 
 def test_unknown_config_key(tmp_path):

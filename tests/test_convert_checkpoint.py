@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import convert_checkpoint  # tools/, on pytest.ini's pythonpath
+from cat_seg.engine import catseg_checkpoint as conversion
 from cat_seg.ahs_seg_model import AHSSeg
 from helpers.configs import make_cfg
 
@@ -132,22 +133,22 @@ def test_converted_checkpoint_gives_the_same_weights_and_outputs(catseg_checkpoi
 def test_files_that_would_run_code_are_refused(tmp_path):
     path = tmp_path / "pickled.pth"
     torch.save({"model": {"w": torch.zeros(1)}, "extra": Path("not a tensor")}, path)
-    with pytest.raises(convert_checkpoint.ConversionError, match="refused"):
-        convert_checkpoint.load_catseg_checkpoint(str(path))
+    with pytest.raises(conversion.ConversionError, match="refused"):
+        conversion.load_catseg_checkpoint(str(path))
 
 
 def test_foreign_checkpoints_fail_clearly(catseg_checkpoint, tmp_path):
     _, path = catseg_checkpoint
-    state_dict = convert_checkpoint.load_catseg_checkpoint(str(path))
-    with pytest.raises(convert_checkpoint.ConversionError, match="H-CLIP"):
-        convert_checkpoint.convert_catseg_state_dict(
+    state_dict = conversion.load_catseg_checkpoint(str(path))
+    with pytest.raises(conversion.ConversionError, match="H-CLIP"):
+        conversion.convert_catseg_state_dict(
             {**state_dict, "sem_seg_head.predictor.attn_q_proj_oft_layer_R": torch.zeros(1)})
-    with pytest.raises(convert_checkpoint.ConversionError, match="no CLIP weights"):
-        convert_checkpoint.convert_catseg_state_dict(
+    with pytest.raises(conversion.ConversionError, match="no CLIP weights"):
+        conversion.convert_catseg_state_dict(
             {k: v for k, v in state_dict.items() if "clip_model" not in k})
     wider = tmp_path / "wider.yaml"
     wider.write_text(TINY_YAML.replace("HIDDEN_DIMS: 32", "HIDDEN_DIMS: 64"))
-    with pytest.raises(convert_checkpoint.ConversionError, match="do not fit"):
+    with pytest.raises(conversion.ConversionError, match="do not fit"):
         convert_checkpoint.main([str(path), str(tmp_path / "x.pth"), "--config-file", str(wider)])
     with pytest.raises(FileNotFoundError):
-        convert_checkpoint.load_catseg_checkpoint(str(tmp_path / "missing.pth"))
+        conversion.load_catseg_checkpoint(str(tmp_path / "missing.pth"))

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import demo  # noqa: E402
+from cat_seg.demo import images as demo_images
 
 import cat_seg  # noqa: E402,F401  (registers the model, head and datasets)
 from cat_seg.data.label_io import read_label  # noqa: E402
@@ -17,13 +18,13 @@ from cat_seg.utils.visualization import draw_legend, palette  # noqa: E402
 # ---------------------------------------------------------------------------------- vocabulary
 
 def test_vocabulary_from_text_and_json(tmp_path):
-    assert demo.parse_vocabulary("sky, tree ,  person") == ["sky", "tree", "person"]
+    assert demo_images.parse_vocabulary("sky, tree ,  person") == ["sky", "tree", "person"]
     path = tmp_path / "classes.json"
     path.write_text(json.dumps(["sky", "tree, bush", "traffic  light"]))
-    assert demo.parse_vocabulary(file=str(path)) == ["sky", "tree, bush", "traffic light"]
+    assert demo_images.parse_vocabulary(file=str(path)) == ["sky", "tree, bush", "traffic light"]
     shipped = os.path.join(os.path.dirname(demo.__file__), "..", "cat_seg", "data", "class_names",
                            "ade150.json")
-    assert len(demo.parse_vocabulary(file=shipped)) == 150
+    assert len(demo_images.parse_vocabulary(file=shipped)) == 150
 
 
 @pytest.mark.parametrize("text, message", [
@@ -34,7 +35,7 @@ def test_vocabulary_from_text_and_json(tmp_path):
 ])
 def test_malformed_vocabulary_text_is_rejected(text, message):
     with pytest.raises(ValueError, match=message):
-        demo.parse_vocabulary(text)
+        demo_images.parse_vocabulary(text)
 
 
 def test_malformed_vocabulary_files_are_rejected(tmp_path):
@@ -46,11 +47,11 @@ def test_malformed_vocabulary_files_are_rejected(tmp_path):
     for name, content in cases.items():
         (tmp_path / name).write_text(content)
         with pytest.raises(ValueError, match=messages[name]):
-            demo.parse_vocabulary(file=str(tmp_path / name))
+            demo_images.parse_vocabulary(file=str(tmp_path / name))
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        demo.parse_vocabulary(file=str(tmp_path / "missing.json"))
+        demo_images.parse_vocabulary(file=str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="exactly one"):
-        demo.parse_vocabulary("sky", str(tmp_path / "dict.json"))
+        demo_images.parse_vocabulary("sky", str(tmp_path / "dict.json"))
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -68,13 +69,13 @@ def test_inputs_from_files_folders_and_globs(tmp_path):
     two = save_image(tmp_path / "a" / "y.jpg")
     three = save_image(tmp_path / "b" / "x.png")
     (tmp_path / "a" / "notes.txt").write_text("not an image")
-    found = demo.find_images([str(tmp_path / "a"), str(tmp_path / "*" / "x.png"), one])
+    found = demo_images.find_images([str(tmp_path / "a"), str(tmp_path / "*" / "x.png"), one])
     assert found == [one, two, three]  # folder (images only), then the glob, each file once
-    assert demo.output_names(found) == ["x", "y", "x_2"]
+    assert demo_images.output_names(found) == ["x", "y", "x_2"]
     with pytest.raises(FileNotFoundError, match="nothing.png"):
-        demo.find_images([str(tmp_path / "nothing.png")])
+        demo_images.find_images([str(tmp_path / "nothing.png")])
     with pytest.raises(FileNotFoundError, match="matches no file"):
-        demo.find_images([str(tmp_path / "*.gif")])
+        demo_images.find_images([str(tmp_path / "*.gif")])
 
 
 def test_unreadable_images_are_named_before_any_model_work(tmp_path):
@@ -82,7 +83,7 @@ def test_unreadable_images_are_named_before_any_model_work(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"this is not a JPEG")
     with pytest.raises(ValueError, match="bad.jpg") as error:
-        demo.check_images([good, str(bad)])
+        demo_images.check_images([good, str(bad)])
     assert "good.png" not in str(error.value)
 
 
@@ -90,11 +91,11 @@ def test_unreadable_images_are_named_before_any_model_work(tmp_path):
 
 def test_label_maps_are_lossless_8_or_16_bit(tmp_path):
     label = np.array([[0, 1], [254, 2]])
-    assert demo.save_label_map(label, 255, str(tmp_path / "small.png")) == np.uint8
+    assert demo_images.save_label_map(label, 255, str(tmp_path / "small.png")) == np.uint8
     assert Image.open(tmp_path / "small.png").mode == "L"
     np.testing.assert_array_equal(read_label(tmp_path / "small.png"), label)
     big = np.array([[0, 300], [846, 255]])
-    assert demo.save_label_map(big, 847, str(tmp_path / "big.png")) == np.uint16
+    assert demo_images.save_label_map(big, 847, str(tmp_path / "big.png")) == np.uint16
     assert Image.open(tmp_path / "big.png").mode.startswith("I;16")
     np.testing.assert_array_equal(read_label(tmp_path / "big.png"), big)
 
@@ -112,7 +113,7 @@ def test_outputs_show_the_predicted_classes_and_their_legend(tmp_path):
     scores[2, 10:] = 0.8   # person below
     scores[3, 10:, :8] = 0.95  # road at the bottom left; "tree" is never predicted
     image = np.full((height, width, 3), 100, dtype=np.uint8)
-    record = demo.write_outputs(image, scores, names, str(tmp_path), "img", probabilities=True)
+    record = demo_images.write_outputs(image, scores, names, str(tmp_path), "img", probabilities=True)
 
     assert record["classes"] == [0, 2, 3]
     assert sum(record["fractions"].values()) == pytest.approx(1.0)
@@ -137,7 +138,7 @@ def tiny_run(tmp_path_factory, write_tiny_config):
     """A tiny model's checkpoint, its config and two input images of different sizes."""
     root = tmp_path_factory.mktemp("demo")
     config = write_tiny_config(root / "tiny.yaml")
-    cfg = demo.setup_cfg(config)
+    cfg = demo_images.setup_cfg(config)
     from detectron2.modeling import build_model
 
     torch.manual_seed(0)

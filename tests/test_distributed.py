@@ -28,7 +28,8 @@ from detectron2.engine import HookBase, launch
 from detectron2.utils import comm
 from PIL import Image
 
-import train_net
+from cat_seg.engine.launch import setup
+from cat_seg.engine.trainer import Trainer
 from cat_seg.engine import unwrap_model
 
 CONFIG = "configs/synthetic/quickstart.yaml"
@@ -89,8 +90,8 @@ def _train(data_root, output, num_gpus):
               "MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION", "64", "INPUT.MIN_SIZE_TRAIN", "(64,)",
               "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.CROP.ENABLED", "False",
               "INPUT.COLOR_AUG_SSD", "False", "INPUT.SIZE_DIVISIBILITY", "64"])
-    cfg = train_net.setup(args)
-    trainer = train_net.Trainer(cfg)
+    cfg = setup(args)
+    trainer = Trainer(cfg)
     recorder = _LossRecorder()
     trainer.register_hooks([recorder])
     trainer.resume_or_load(resume=False)

@@ -16,7 +16,8 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-import train_net
+from cat_seg.engine.launch import setup
+from cat_seg.engine.trainer import Trainer
 from cat_seg.engine import MixedPrecisionTrainer, unwrap_model
 from cat_seg.modeling.hyperspherical_innovations import AFR, HPA, SDR
 
@@ -112,8 +113,8 @@ def test_bf16_autocast_trains_the_full_model_on_cpu(tmp_path, three_class_datase
               "DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", "()", "MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION", "64",
               "INPUT.MIN_SIZE_TRAIN", "(64, 80)", "INPUT.CROP.SIZE", "(64, 64)",
               "INPUT.SIZE_DIVISIBILITY", "64"])
-    cfg = train_net.setup(args)
-    trainer = train_net.Trainer(cfg)
+    cfg = setup(args)
+    trainer = Trainer(cfg)
     assert isinstance(trainer._trainer, MixedPrecisionTrainer)
     assert trainer._trainer.precision == torch.bfloat16
     assert not trainer._trainer.grad_scaler.is_enabled()  # bf16 needs no loss scaling

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 import plot_logs  # noqa: E402
+from cat_seg.utils import training_curves
 
 
 def write_metrics(folder, lines):
@@ -39,9 +40,9 @@ def test_two_runs_overlaid_with_every_loss_lr_and_miou(tmp_path, capsys):
     image = Image.open(out)
     # 6 panels -> 3 columns x 2 rows of 4.5 x 3.2 inches at 100 dpi.
     assert image.size == (3 * 450, 2 * 320)
-    runs = {"baseline": plot_logs.load_metrics(str(a / "metrics.json")),
-            "full": plot_logs.load_metrics(str(b / "metrics.json"))}
-    drawn = plot_logs.plot_runs(runs, str(tmp_path / "again.png"))
+    runs = {"baseline": training_curves.load_metrics(str(a / "metrics.json")),
+            "full": training_curves.load_metrics(str(b / "metrics.json"))}
+    drawn = training_curves.plot_runs(runs, str(tmp_path / "again.png"))
     assert list(drawn) == ["total_loss", "loss_proto", "loss_sem_seg", "learning rate",
                            "mIoU synthetic_seen_val", "mIoU synthetic_unseen_val"]
     assert drawn["total_loss"] == ["baseline", "full"]
@@ -57,7 +58,7 @@ def test_single_test_set_metric_and_pixel_content(tmp_path):
                {"iteration": 19, "sem_seg/mIoU": 42.0, "sem_seg/fwIoU": 50.0}]
     run = write_metrics(tmp_path / "run", records)
     out = tmp_path / "c.png"
-    drawn = plot_logs.plot_runs({"run": plot_logs.load_metrics(str(run / "metrics.json"))}, str(out),
+    drawn = training_curves.plot_runs({"run": training_curves.load_metrics(str(run / "metrics.json"))}, str(out),
                                 metrics=["mIoU", "fwIoU"])
     assert list(drawn) == ["total_loss", "learning rate", "mIoU", "fwIoU"]
     pixels = np.asarray(Image.open(out).convert("RGB"))
@@ -73,25 +74,25 @@ def test_resume_drops_abandoned_iterations_and_bad_lines(tmp_path):
              {"iteration": 24, "total_loss": 1.5}, {"iteration": 29, "total_loss": 0.9},
              '{"iteration": 39, "total_l\n']  # the half-written last line of a killed job
     run = write_metrics(tmp_path / "r", lines)
-    records = plot_logs.load_metrics(str(run / "metrics.json"))
-    iterations, values = plot_logs.series(records, "total_loss")
+    records = training_curves.load_metrics(str(run / "metrics.json"))
+    iterations, values = training_curves.series(records, "total_loss")
     assert iterations.tolist() == [9, 19, 24, 29]
     assert values.tolist() == [3.0, 2.0, 1.5, 0.9]
 
 
 def test_moving_average_is_a_trailing_mean():
     values = np.array([1.0, 2.0, 3.0, 4.0])
-    np.testing.assert_allclose(plot_logs.moving_average(values, 2), [1.0, 1.5, 2.5, 3.5])
-    np.testing.assert_allclose(plot_logs.moving_average(values, 1), values)
+    np.testing.assert_allclose(training_curves.moving_average(values, 2), [1.0, 1.5, 2.5, 3.5])
+    np.testing.assert_allclose(training_curves.moving_average(values, 1), values)
 
 
 def test_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.json"):
-        plot_logs.resolve_metrics_file(str(tmp_path / "nothing"))
+        training_curves.resolve_metrics_file(str(tmp_path / "nothing"))
     empty = write_metrics(tmp_path / "empty", [{"iteration": 0, "time": 0.1}])
     with pytest.raises(ValueError, match="nothing to plot"):
-        plot_logs.plot_runs({"e": plot_logs.load_metrics(str(empty / "metrics.json"))},
+        training_curves.plot_runs({"e": training_curves.load_metrics(str(empty / "metrics.json"))},
                             str(tmp_path / "x.png"))
     with pytest.raises(ValueError, match="one per run"):
-        plot_logs.run_labels(["a", "b"], ["only-one"])
-    assert plot_logs.run_labels(["x/a/output", "y/b/output"], None) == ["x/a/output", "y/b/output"]
+        training_curves.run_labels(["a", "b"], ["only-one"])
+    assert training_curves.run_labels(["x/a/output", "y/b/output"], None) == ["x/a/output", "y/b/output"]

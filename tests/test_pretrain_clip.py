@@ -22,6 +22,7 @@ from cat_seg.modeling.clip.pretraining import (
 )
 
 import pretrain_clip  # noqa: E402
+from cat_seg.engine import clip_pretraining
 
 LAVA, KITE = [c.name for c in ALL_CLASSES].index("lava"), [c.name for c in ALL_CLASSES].index("kite")
 
@@ -160,7 +161,7 @@ def test_shipped_weights(tmp_path):
     from cat_seg.data import register_synthetic_datasets
     from cat_seg.evaluation.zero_shot import dense_zero_shot, image_zero_shot
 
-    assert pretrain_clip.sha256(SHIPPED) == SHIPPED_SHA256, (
+    assert clip_pretraining.sha256(SHIPPED) == SHIPPED_SHA256, (
         "pretrained/ahs_tiny16_synthetic.pt changed: update pretrained/README.md (sha256 and "
         "figures) and this test together")
     register_synthetic_datasets(str(tmp_path), num_train=1, num_val=1, num_unseen_val=50)

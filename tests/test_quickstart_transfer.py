@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-import train_net
+from cat_seg.engine.launch import train_or_evaluate
 from cat_seg.data import register_synthetic_datasets
 
 CONFIG = "configs/synthetic/quickstart.yaml"
@@ -30,8 +30,8 @@ def test_short_quick_start_segments_held_out_classes_above_chance(tmp_path):
     register_synthetic_datasets(str(tmp_path / "data"))  # the quick start's own sizes
     run = tmp_path / "run"
     try:
-        train_net.main(_args(run))
-        results = train_net.main(_args(run, "MODEL.WEIGHTS", str(run / "model_final.pth"),
+        train_or_evaluate(_args(run))
+        results = train_or_evaluate(_args(run, "MODEL.WEIGHTS", str(run / "model_final.pth"),
                                        eval_only=True))
     finally:
         register_synthetic_datasets()  # back to the default location for other tests

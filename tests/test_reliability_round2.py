@@ -23,6 +23,7 @@ from cat_seg.utils.paths import check_output_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import demo  # noqa: E402
+from cat_seg.demo import images as demo_images
 
 FULL = "configs/synthetic/quickstart.yaml"
 BASELINE = "configs/synthetic/quickstart_baseline.yaml"
@@ -176,9 +177,9 @@ def tiny_demo(tmp_path_factory, write_tiny_config):
     config = write_tiny_config(root / "tiny.yaml")
     full_config = write_tiny_config(root / "tiny_full.yaml", modules=("AFR", "HPA"))
     torch.manual_seed(0)
-    model = build_model(demo.setup_cfg(config, device="cpu"))
+    model = build_model(demo_images.setup_cfg(config, device="cpu"))
     torch.save({"model": model.state_dict()}, root / "model.pth")
-    full = build_model(demo.setup_cfg(full_config, device="cpu"))
+    full = build_model(demo_images.setup_cfg(full_config, device="cpu"))
     torch.save({"model": full.state_dict()}, root / "full.pth")
     return root, config
 
@@ -209,7 +210,7 @@ def _exif_photo(path, orientation):
 def test_demo_applies_the_exif_orientation_of_a_phone_photo(tiny_demo, tmp_path, capsys):
     root, config = tiny_demo
     _exif_photo(tmp_path / "phone.jpg", 6)  # 6: the camera was turned; viewers rotate 90° cw
-    image, orientation = demo.read_demo_image(str(tmp_path / "phone.jpg"))
+    image, orientation = demo_images.read_demo_image(str(tmp_path / "phone.jpg"))
     assert orientation == 6 and image.shape == (40, 20, 3)
     assert image[:20, :, 0].mean() > 200 and image[20:, :, 0].mean() < 50  # red half on top
     results = demo.main([str(tmp_path / "phone.jpg"), "--vocabulary", "sky, road", "--config-file",

@@ -8,6 +8,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import soak_resume  # noqa: E402
+from cat_seg.engine import soak
 
 TINY = ["DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "1",
         "MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION", "64", "INPUT.MIN_SIZE_TRAIN", "(64,)",
@@ -34,7 +35,7 @@ def test_soak_checks_flag_an_unreadable_checkpoint_and_a_nan_tag(tmp_path):
     (tmp_path / "model_0000002.pth").write_bytes(b"truncated")
     torch.save({"model": {"w": torch.tensor([1.0, float("nan")])}}, tmp_path / "model_0000003.pth")
     (tmp_path / "last_checkpoint").write_text("model_0000003.pth")
-    state = soak_resume.check_checkpoints(str(tmp_path))
+    state = soak.check_checkpoints(str(tmp_path))
     assert state["checkpoints_loaded"] == 2
     assert any("model_0000002.pth unreadable" in p for p in state["problems"])
     assert any("not finite" in p for p in state["problems"])

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-import train_net
+from cat_seg.engine.launch import train_or_evaluate
 from cat_seg.data import register_synthetic_datasets
 
 CONFIG = "configs/synthetic/quickstart.yaml"
@@ -38,7 +38,7 @@ def _metrics(output):
 @pytest.mark.slow
 def test_train_checkpoint_resume_evaluate(tmp_path, tiny_synthetic):
     out = tmp_path / "run"
-    train_net.main(_args(out, "SOLVER.MAX_ITER", "3"))
+    train_or_evaluate(_args(out, "SOLVER.MAX_ITER", "3"))
     assert (out / "model_final.pth").is_file() and (out / "model_0000001.pth").is_file()
     rows = [r for r in _metrics(out) if "total_loss" in r]
     for name in ("loss_sem_seg", "loss_proto", "loss_distill", "loss_rectify", "lr"):
@@ -50,7 +50,7 @@ def test_train_checkpoint_resume_evaluate(tmp_path, tiny_synthetic):
     prototypes = first["model"]["prototype_alignment.prototypes"]
 
     # Resume: continues at iteration 3 from the last checkpoint, prototypes included.
-    train_net.main(_args(out, "SOLVER.MAX_ITER", "5", resume=True))
+    train_or_evaluate(_args(out, "SOLVER.MAX_ITER", "5", resume=True))
     iterations = [r["iteration"] for r in _metrics(out) if "total_loss" in r]
     assert iterations[-2:] == [2, 4]  # metrics are written at the end of each run
     second = torch.load(out / "model_final.pth", weights_only=True)
@@ -61,7 +61,7 @@ def test_train_checkpoint_resume_evaluate(tmp_path, tiny_synthetic):
     assert not torch.equal(second["model"]["prototype_alignment.prototypes"], prototypes)
 
     # Evaluate the checkpoint on the seen and held-out vocabularies.
-    results = train_net.main(_args(out, "MODEL.WEIGHTS", str(out / "model_final.pth"),
+    results = train_or_evaluate(_args(out, "MODEL.WEIGHTS", str(out / "model_final.pth"),
                                    "DATASETS.TEST", "('synthetic_seen_val', 'synthetic_unseen_val')",
                                    eval_only=True))
     for name in ("synthetic_seen_val", "synthetic_unseen_val"):

@@ -23,7 +23,9 @@ from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import demo  # noqa: E402
+from cat_seg.demo import images as demo_images
 import web_demo  # noqa: E402
+from cat_seg.demo import web as demo_web
 
 from cat_seg.utils.visualization import labelled_overlay  # noqa: E402
 
@@ -39,29 +41,29 @@ HELD_OUT = "lava, ice, gravel, carpet, balloon, kite"
     ("lava, ice, Lava", r"names a class twice: 'Lava' \(positions 1 and 3\)"),
 ])
 def test_bad_vocabularies_get_a_message(text, message):
-    with pytest.raises(web_demo.InputError, match=message):
-        web_demo.parse_page_vocabulary(text)
-    assert web_demo.parse_page_vocabulary(" lava,  brick   wall ") == ["lava", "brick wall"]
+    with pytest.raises(demo_web.InputError, match=message):
+        demo_web.parse_page_vocabulary(text)
+    assert demo_web.parse_page_vocabulary(" lava,  brick   wall ") == ["lava", "brick wall"]
 
 
 def test_bad_uploads_get_a_message(tmp_path):
-    with pytest.raises(web_demo.InputError, match="Upload an image first"):
-        web_demo.read_upload(None, 512)
-    with pytest.raises(web_demo.InputError, match="notes.txt is not an image.*cannot identify"):
-        web_demo.read_upload(web_demo.BadUpload("notes.txt", "cannot identify image file"), 512)
+    with pytest.raises(demo_web.InputError, match="Upload an image first"):
+        demo_web.read_upload(None, 512)
+    with pytest.raises(demo_web.InputError, match="notes.txt is not an image.*cannot identify"):
+        demo_web.read_upload(demo_web.BadUpload("notes.txt", "cannot identify image file"), 512)
     fake = tmp_path / "fake.jpg"
     fake.write_bytes(b"this is not a JPEG")
-    with pytest.raises(web_demo.InputError, match="fake.jpg is not an image"):
-        web_demo.read_upload(str(fake), 512)
+    with pytest.raises(demo_web.InputError, match="fake.jpg is not an image"):
+        demo_web.read_upload(str(fake), 512)
 
 
 def test_huge_images_are_downscaled_with_a_note(tmp_path):
     path = tmp_path / "big.png"
     Image.fromarray(np.full((2000, 3000, 3), 90, np.uint8)).save(path)
-    image, note = web_demo.read_upload(str(path), 256)
+    image, note = demo_web.read_upload(str(path), 256)
     assert image.shape == (171, 256, 3) and image.dtype == np.uint8
     assert "3000×2000" in note and "256×171" in note and "--max-side 256" in note
-    small, none = web_demo.downscale(image, 256)
+    small, none = demo_web.downscale(image, 256)
     assert small is image and none is None
 
 
@@ -75,7 +77,7 @@ def test_phone_photos_are_turned_upright_with_a_note(tmp_path):
     exif = picture.getexif()
     exif[0x0112] = 6
     picture.save(path, exif=exif.tobytes(), quality=95)
-    image, note = web_demo.read_upload(str(path), 512)
+    image, note = demo_web.read_upload(str(path), 512)
     assert image.shape == (40, 20, 3)
     assert image[:15, :, 0].mean() > 200 and image[25:, :, 0].mean() < 60  # red now on top
     assert "EXIF orientation 6" in note
@@ -83,17 +85,17 @@ def test_phone_photos_are_turned_upright_with_a_note(tmp_path):
 
 def test_model_slot_says_loading_then_serves_or_explains_failure():
     release = threading.Event()
-    slot = web_demo.ModelSlot(lambda: (release.wait(30), "mapper")).start()
-    with pytest.raises(web_demo.ModelNotReady, match=r"still loading \(\d+ s so far\)"):
+    slot = demo_web.ModelSlot(lambda: (release.wait(30), "mapper")).start()
+    with pytest.raises(demo_web.ModelNotReady, match=r"still loading \(\d+ s so far\)"):
         slot.get()
     release.set()
     assert slot.wait(30) and slot.get() == (True, "mapper")
 
     def broken():
         raise FileNotFoundError("weights file w.pth does not exist")
-    failed = web_demo.ModelSlot(broken).start()
+    failed = demo_web.ModelSlot(broken).start()
     assert failed.wait(30)
-    with pytest.raises(web_demo.ModelNotReady, match="could not be loaded.*w.pth does not exist"):
+    with pytest.raises(demo_web.ModelNotReady, match="could not be loaded.*w.pth does not exist"):
         failed.get()
 
 
@@ -111,12 +113,12 @@ def test_missing_quickstart_weights_name_the_command(tmp_path, monkeypatch):
 def test_missing_gradio_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)  # makes "import gradio" fail
     with pytest.raises(SystemExit, match="pip install -r requirements-demo.txt"):
-        web_demo.import_gradio()
+        demo_web.import_gradio()
 
 
 def test_examples_are_the_synthetic_validation_scenes(tmp_path):
-    rows = web_demo.write_examples(str(tmp_path))
-    assert len(rows) == len(web_demo.EXAMPLE_SCENES)
+    rows = demo_web.write_examples(str(tmp_path))
+    assert len(rows) == len(demo_web.EXAMPLE_SCENES)
     assert rows[0][1] == HELD_OUT
     from cat_seg.data.synthetic.storage import generator_fingerprint, image_path, read_manifest
 
@@ -141,9 +143,9 @@ def tiny_model(tmp_path_factory, write_tiny_config):
     from detectron2.modeling import build_model
 
     torch.manual_seed(0)
-    model = build_model(demo.setup_cfg(config))
+    model = build_model(demo_images.setup_cfg(config))
     torch.save({"model": model.state_dict(), "iteration": 0}, root / "model.pth")
-    examples = web_demo.write_examples(str(root / "examples"))
+    examples = demo_web.write_examples(str(root / "examples"))
     return root, config, str(root / "model.pth"), examples
 
 
@@ -158,21 +160,21 @@ def cli_pictures(config, weights, image_path, vocabulary, out):
 
 def test_segment_is_the_cli_inference(tiny_model, tmp_path):
     root, config, weights, examples = tiny_model
-    slot = web_demo.ModelSlot(web_demo.model_builder(config, weights)).start()
+    slot = demo_web.ModelSlot(demo_web.model_builder(config, weights)).start()
     assert slot.wait(120)
-    seg = web_demo.segment(slot, examples[0][0], HELD_OUT, max_side=1024)
+    seg = demo_web.segment(slot, examples[0][0], HELD_OUT, max_side=1024)
     result, label, probabilities = cli_pictures(config, weights, examples[0][0], HELD_OUT, tmp_path)
     np.testing.assert_array_equal(seg.label, label)
     np.testing.assert_array_equal(seg.probabilities, probabilities)
     assert seg.fractions == pytest.approx(result["fractions"])
-    np.testing.assert_array_equal(np.asarray(web_demo.overlay_picture(seg, 0.5)),
+    np.testing.assert_array_equal(np.asarray(demo_web.overlay_picture(seg, 0.5)),
                                   np.asarray(Image.open(result["overlay"]).convert("RGB")))
-    table = web_demo.area_table(seg)
+    table = demo_web.area_table(seg)
     for c, fraction in result["fractions"].items():
         assert f'data-class="{seg.class_names[c]}" data-percent="{100 * fraction:.2f}"' in table
-    heat = web_demo.probability_picture(seg, seg.class_names[0])
+    heat = demo_web.probability_picture(seg, seg.class_names[0])
     assert heat.shape == seg.image.shape and heat.dtype == np.uint8
-    assert web_demo.probability_picture(seg, "not a class") is None
+    assert demo_web.probability_picture(seg, "not a class") is None
 
 
 # ---------------------------------------------------------------------------------- the browser

@@ -23,10 +23,7 @@ baseline's, the variants' runs interleaved so that machine load affects all alik
 """
 import argparse
 
-# Also this script's names before the library had them (tests use them from here).
-from cat_seg.analysis.ablations import (  # noqa: F401
-    harmonic_mean, markdown_table, measure_costs, read_results, read_seeded_results,
-    read_training_speed, seeded_table, write_report, write_seeded_report)
+from cat_seg.analysis.ablations import write_report, write_seeded_report
 
 
 def main(argv=None) -> str:

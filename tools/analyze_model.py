@@ -47,14 +47,8 @@ import argparse
 import os
 from typing import Any, Dict
 
-# Also this script's names before the library had them (tests and ablation studies use them).
-from cat_seg.analysis.measure import (  # noqa: F401
-    DEFAULT_VOCABULARY, PeakMemory, _sdpa_flop_jit, analyze, analyze_many, build_analysis_model,
-    compare, count_flops, count_parameters, describe, load_config, machine_info,
-    measure_inference, measure_training_step, ratios, test_input, training_batch, vocabulary)
-from cat_seg.analysis.parts import not_used_at_inference, part_types, parts  # noqa: F401
-from cat_seg.analysis.report import (format_ratios, format_result, markdown_table,  # noqa: F401
-                                     write_json, write_markdown)
+from cat_seg.analysis.measure import analyze, compare, load_config
+from cat_seg.analysis.report import format_ratios, format_result, write_json, write_markdown
 
 
 def main(argv=None) -> Dict[str, Any]:

@@ -24,10 +24,8 @@ import sys
 
 import torch
 
-# Also this script's names before the library had them (tests use them from here).
-from cat_seg.engine.catseg_checkpoint import (  # noqa: F401
-    BACKBONE_CLIP_PREFIX, CATSEG_CLIP_PREFIX, HEAD_PREFIX, ConversionError, check_against_config,
-    convert_catseg_state_dict, load_catseg_checkpoint)
+from cat_seg.engine.catseg_checkpoint import (
+    ConversionError, check_against_config, convert_catseg_state_dict, load_catseg_checkpoint)
 
 
 def main(argv=None) -> None:

@@ -31,10 +31,8 @@ import argparse
 import os
 from typing import List
 
-from cat_seg.demo.images import (  # noqa: F401  (also this script's names before the library had them)
-    IMAGE_EXTENSIONS, build_demo_model, check_images, check_vocabulary, class_fractions,
-    find_images, load_weights, output_names, parse_vocabulary, read_demo_image, run_demo,
-    save_label_map, save_probability_maps, segment_image, setup_cfg, write_outputs)
+from cat_seg.demo.images import (
+    build_demo_model, check_images, find_images, parse_vocabulary, run_demo, setup_cfg)
 from cat_seg.utils.paths import check_output_dir
 
 

@@ -20,10 +20,8 @@ The reading and drawing are cat_seg.utils.training_curves'; this script parses t
 import argparse
 from collections import OrderedDict
 
-# Also this script's names before the library had them (tests use them from here).
-from cat_seg.utils.training_curves import (  # noqa: F401
-    DEFAULT_DPI, PANEL_SIZE_INCHES, PANELS_PER_ROW, load_metrics, moving_average, panel_keys,
-    plot_runs, resolve_metrics_file, run_labels, series, summary)
+from cat_seg.utils.training_curves import (
+    DEFAULT_DPI, load_metrics, plot_runs, resolve_metrics_file, run_labels, summary)
 
 
 def main(argv=None) -> str:

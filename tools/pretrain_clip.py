@@ -18,9 +18,7 @@ The training is cat_seg.engine.clip_pretraining's; this script parses the argume
 """
 import argparse
 
-# Also this script's names before the library had them (tests use them from here).
-from cat_seg.engine.clip_pretraining import (  # noqa: F401
-    build_model, check_output_paths, export, learning_rate, save_atomic, sha256, train)
+from cat_seg.engine.clip_pretraining import export, train
 from cat_seg.evaluation.synthetic_zero_shot import report_zero_shot
 
 

@@ -27,7 +27,7 @@ import json
 import os
 import sys
 
-from cat_seg.engine.soak import check_checkpoints, compare_final, soak  # noqa: F401
+from cat_seg.engine.soak import soak
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

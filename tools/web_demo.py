@@ -22,13 +22,7 @@ import argparse
 import logging
 import os
 
-# Also this script's names before the library had them (tests and notebooks use them from here).
-from cat_seg.demo import images as cli  # noqa: F401
-from cat_seg.demo.web import (  # noqa: F401
-    DEFAULT_MAX_SIDE, EXAMPLE_SCENES, INSTALL_HINT, BadUpload, InputError, ModelNotReady, ModelSlot,
-    Segmentation, area_table, build_app, downscale, import_gradio, log, model_builder,
-    overlay_picture, parse_page_vocabulary, probability_picture, read_upload, segment, status_text,
-    serve, write_examples)
+from cat_seg.demo.web import DEFAULT_MAX_SIDE, model_builder, serve
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOOLS)

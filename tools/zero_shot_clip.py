@@ -15,8 +15,7 @@ classes), with the quick start's CLIP (AHS-Tiny/16 at 128 px, prompt "A photo of
 import argparse
 import os
 
-from cat_seg.evaluation.synthetic_zero_shot import (  # noqa: F401  (also this script's names before)
-    SYNTHETIC_BENCHMARKS as BENCHMARKS, format_table, report_zero_shot, zero_shot_figures)
+from cat_seg.evaluation.synthetic_zero_shot import report_zero_shot
 
 
 def main(argv=None) -> dict:

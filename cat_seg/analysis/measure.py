@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..engine.train_loop import AMP_PRECISIONS
+from ..utils.device import module_device
 from .parts import enabled_modules, not_used_at_inference, part_types, parts
 
 DEFAULT_VOCABULARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -58,10 +60,6 @@ def vocabulary(num_classes: int, path: str = DEFAULT_VOCABULARY) -> List[str]:
     with open(path) as f:
         names = json.load(f)
     return (names + [f"class {i}" for i in range(len(names), num_classes)])[:num_classes]
-
-
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _sync(device: torch.device) -> None:
@@ -295,7 +293,7 @@ def measure_inference(models: Sequence[nn.Module], class_names: Sequence[str], i
         for model in models:
             model.eval()
             model.set_vocabulary(list(class_names))
-            device = device_of(model)
+            device = module_device(model)
             inputs.append(test_input(image_size, device))
             backbones = [m for m in model.modules() if isinstance(m, CLIPBackbone)]
             for backbone in backbones:
@@ -314,7 +312,7 @@ def measure_inference(models: Sequence[nn.Module], class_names: Sequence[str], i
         runs: List[List[Tuple[float, float]]] = [[] for _ in models]
         for _ in range(iters):
             for model, x, model_runs in zip(models, inputs, runs):
-                model_runs.append(timed(lambda: model([x]), device_of(model)))
+                model_runs.append(timed(lambda: model([x]), module_device(model)))
     for result, model_runs in zip(results, runs):
         walls, cpus = zip(*model_runs)
         result.update(timing_summary(walls, cpus), iters=iters, warmup=warmup)
@@ -328,7 +326,7 @@ def measure_training_step(model: nn.Module, cfg, batch_size: int = 1, warmup: in
     allocates the optimizer's state). Leaves the model in training mode with changed weights."""
     from ..engine import build_optimizer
 
-    device = device_of(model)
+    device = module_device(model)
     model.train()
     if hasattr(model, "set_iteration"):  # SDR's weight schedule follows the trainer's iteration
         model.set_iteration(0)
@@ -336,7 +334,7 @@ def measure_training_step(model: nn.Module, cfg, batch_size: int = 1, warmup: in
     batch = training_batch(cfg, num_classes, batch_size, device)
     optimizer = build_optimizer(cfg, model)
     amp = cfg.SOLVER.AMP.ENABLED
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.SOLVER.AMP.PRECISION]
+    dtype = AMP_PRECISIONS[cfg.SOLVER.AMP.PRECISION]
     scaler = torch.amp.GradScaler(device.type, enabled=amp and dtype == torch.float16)
 
     def step() -> None:
@@ -429,10 +427,10 @@ def static_analysis(label: str, cfg, model: nn.Module, image_size: int,
     """What needs no timing: the config, the machine, parameters and (if ``flops``) FLOPs."""
     num_classes = len(class_names)
     result = {"label": label, "config": describe(cfg, image_size, num_classes),
-              "machine": machine_info(device_of(model)), "params": count_parameters(model, cfg)}
+              "machine": machine_info(module_device(model)), "params": count_parameters(model, cfg)}
     if flops:
         model.set_vocabulary(list(class_names))
-        result["flops"] = count_flops(model, cfg, test_input(image_size, device_of(model)))
+        result["flops"] = count_flops(model, cfg, test_input(image_size, module_device(model)))
     return result
 
 

@@ -14,9 +14,6 @@ ALL_BENCHMARK_DATASETS = dict(PUBLIC_BENCHMARK_DATASETS)
 ALL_BENCHMARK_DATASETS.update({benchmark: name
                                for name, (split, _, benchmark) in SYNTHETIC_DATASETS.items()
                                if split != "seen_train"})
-# Former name, still imported by tools/eval_benchmarks.py.
-BENCHMARKS = ALL_BENCHMARK_DATASETS
-
-__all__ = ["ALL_BENCHMARK_DATASETS", "BENCHMARKS", "OVSS_BENCHMARKS", "PUBLIC_BENCHMARK_DATASETS",
+__all__ = ["ALL_BENCHMARK_DATASETS", "OVSS_BENCHMARKS", "PUBLIC_BENCHMARK_DATASETS",
            "SemanticDatasetMapper", "dataset_root", "register_all_benchmarks",
            "register_synthetic_datasets"]

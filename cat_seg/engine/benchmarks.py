@@ -20,7 +20,7 @@ from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, inference
 from detectron2.utils import comm
 
 from ..config import build_config_or_explain
-from ..data import BENCHMARKS
+from ..data import ALL_BENCHMARK_DATASETS
 from ..data.label_io import read_image_rgb, read_label
 from ..evaluation.zero_shot import dense_zero_shot
 from ..utils.paths import check_output_dir
@@ -70,12 +70,12 @@ def check_benchmarks(names):
     """Split benchmark short names into (available {name: dataset}, missing {name: reason})."""
     available, missing = {}, {}
     for name in names:
-        if name not in BENCHMARKS:
-            missing[name] = f"unknown benchmark; known: {', '.join(BENCHMARKS)}"
+        if name not in ALL_BENCHMARK_DATASETS:
+            missing[name] = f"unknown benchmark; known: {', '.join(ALL_BENCHMARK_DATASETS)}"
             continue
         try:
-            DatasetCatalog.get(BENCHMARKS[name])
-            available[name] = BENCHMARKS[name]
+            DatasetCatalog.get(ALL_BENCHMARK_DATASETS[name])
+            available[name] = ALL_BENCHMARK_DATASETS[name]
         except (FileNotFoundError, ValueError, OSError) as e:
             missing[name] = str(e)
     return available, missing

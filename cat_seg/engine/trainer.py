@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data import SemanticDatasetMapper
 from ..data.resumable_stream import ResumableTrainingStream
 from ..evaluation import build_sem_seg_evaluator
+from ..utils.device import module_device
 from .checkpointer import AtomicCheckpointer
 from .hooks import ModelIterationHook
 from .optimizer import build_optimizer
@@ -120,7 +121,7 @@ def wrap_ddp(model):
     """DistributedDataParallel when there are several processes; CPU models get no device_ids."""
     if comm.get_world_size() == 1:
         return model
-    device = next(model.parameters()).device
+    device = module_device(model)
     device_ids = [device.index if device.index is not None else comm.get_local_rank()] \
         if device.type == "cuda" else None
     ddp = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,
