@@ -29,6 +29,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from cat_seg.data.paths import dataset_root
+
 # Files converted per pool hand-out: large enough to amortise inter-process traffic, small
 # enough for a smooth progress bar.
 _CHUNKSIZE = 8
@@ -38,17 +40,13 @@ _MAX_LISTED = 10
 _INDEX_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
-def default_root() -> str:
-    return os.getenv("DETECTRON2_DATASETS", "datasets")
-
-
 def build_parser(description: str, expected: Dict[str, int]) -> argparse.ArgumentParser:
     """Arguments every prepare script takes; ``expected`` maps count keys to official counts."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--root", default=default_root(),
+        "--root", default=dataset_root(),
         help="dataset root (default: $DETECTRON2_DATASETS, else ./datasets)",
     )
     parser.add_argument(
