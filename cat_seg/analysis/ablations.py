@@ -129,6 +129,16 @@ def markdown_table(names: Sequence[str], miou: Dict[str, Dict[str, float]],
     return "\n".join(rows)
 
 
+def _publish(text: str, table: str, output: str) -> str:
+    """Write ``text`` to ``output`` (folders made), print the table and where it went."""
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as f:
+        f.write(text)
+    print(table)
+    print(f"[ablations] wrote {output}")
+    return text
+
+
 def write_seeded_report(root: str, names: Sequence[str], seeds: Sequence[int], output: str) -> str:
     """The seeded ablation table (:func:`seeded_table`) of ROOT/<name>/seed<k> runs written to
     ``output`` as markdown with its explanation; printed; returns the file's text."""
@@ -142,12 +152,7 @@ def write_seeded_report(root: str, names: Sequence[str], seeds: Sequence[int], o
             f"seeds; training seconds per iteration (detectron2's 'Overall training speed', hooks "
             f"excluded, mean over seeds) and its ratio to the first row ({names[0]}).\n\n"
             f"{table}\n")
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w") as f:
-        f.write(text)
-    print(table)
-    print(f"[ablations] wrote {output}")
-    return text
+    return _publish(text, table, output)
 
 
 def write_report(root: str, names: Sequence[str], configs: Sequence[str], output: str,
@@ -170,9 +175,4 @@ def write_report(root: str, names: Sequence[str], configs: Sequence[str], output
             f"{base['config']['num_classes']} classes, {base['config']['test_path']}, "
             f"{base['inference']['iters']} interleaved runs; baseline "
             f"{base['inference']['median_s'] * 1e3:.1f} ms).\n\n{table}\n")
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w") as f:
-        f.write(text)
-    print(table)
-    print(f"[ablations] wrote {output}")
-    return text
+    return _publish(text, table, output)
