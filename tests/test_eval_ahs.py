@@ -48,7 +48,12 @@ def test_eval_ahs_on_all_six_miniature_benchmarks(tmp_path, tiny_weights,
     assert list(results) == list(OVSS_BENCHMARKS)
     for name in OVSS_BENCHMARKS:
         assert 0.0 <= results[name]["sem_seg"]["mIoU"] <= 100.0
+        speed = results[name]["throughput"]  # every image of the benchmark, timed
+        assert speed["images"] == 1 and speed["seconds"] > 0 and speed["images_per_s"] > 0
+        assert f"[eval] {name}: 1 images in" in result.stderr
+    assert "[eval] A-847: 100%" in result.stderr  # the progress bar reached the end
     table = (out / "results.md").read_text()
+    assert "Evaluation speed (images/s" in table and "A-847 " in table
     assert "| metric | A-847 | PC-459 | A-150 | PC-59 | PAS-20 | PAS-20b | mean |" in table
     assert "| mIoU |" in table and "| mIoU_gt |" in table
     csvs = sorted(p.name for p in out.glob("sem_seg_per_class_*.csv"))

@@ -1,9 +1,9 @@
 """Evaluate one model on several benchmarks with the test protocol and write a results table
 (tools/eval_benchmarks.py, eval_ahs.sh).
 
-Writes OUT/results.json (every metric of every benchmark), OUT/results.md (mIoU per benchmark
-plus their mean, the chance level and, with TEST.FROZEN_CLIP_REFERENCE, the frozen CLIP's
-zero-shot mIoU), OUT/sem_seg_per_class_<dataset>.csv and, with ``vis`` N, N pictures per benchmark
+Writes OUT/results.json (every metric of every benchmark, and its evaluation speed: images,
+seconds, images/s), OUT/results.md (mIoU per benchmark plus their mean, the chance level, the
+speed and, with TEST.FROZEN_CLIP_REFERENCE, the frozen CLIP's zero-shot mIoU), OUT/sem_seg_per_class_<dataset>.csv and, with ``vis`` N, N pictures per benchmark
 under OUT/vis/ (image | ground truth | prediction, with a class legend).
 The benchmarks default to the config's TEST.BENCHMARKS. All of them are checked before the model
 runs: a missing one is reported with its reason and the run stops unless ``skip_missing``.
@@ -12,12 +12,14 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import launch
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, inference_on_dataset
 from detectron2.utils import comm
+from tqdm import tqdm
 
 from ..config import build_config_or_explain
 from ..data import ALL_BENCHMARK_DATASETS
@@ -29,8 +31,9 @@ from .checkpointer import AtomicCheckpointer, CheckpointMismatchError
 from .launch import setup, weights_record
 from .trainer import Trainer
 
-__all__ = ["TEST_PROTOCOL", "VisualizationWriter", "check_before_evaluation", "check_benchmarks",
-           "evaluate_benchmarks", "launch_evaluation", "write_reports"]
+__all__ = ["TEST_PROTOCOL", "ProgressLoader", "VisualizationWriter", "check_before_evaluation",
+           "check_benchmarks", "evaluate_benchmarks", "launch_evaluation", "throughput",
+           "write_reports"]
 
 # The references' test protocol: sliding window, no pooling before class aggregation.
 TEST_PROTOCOL = ["TEST.SLIDING_WINDOW", "True", "MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1, 1]"]
@@ -64,6 +67,31 @@ class VisualizationWriter(DatasetEvaluator):
 
     def evaluate(self):
         return {}
+
+
+class ProgressLoader:
+    """A test loader that shows a progress bar with the rate and ETA (main process, on stderr).
+
+    detectron2's ``inference_on_dataset`` only logs progress every few seconds; a user waiting on
+    A-847's 2,000 images wants to see it move. The bar wraps the loader: nothing else changes."""
+
+    def __init__(self, loader, description: str):
+        self.loader, self.description = loader, description
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(tqdm(self.loader, total=len(self.loader), desc=self.description,
+                         unit="image", dynamic_ncols=True, mininterval=2.0,
+                         disable=not comm.is_main_process()))
+
+
+def throughput(num_images: int, seconds: float) -> dict:
+    """``{"images", "seconds", "images_per_s"}`` of one benchmark's evaluation (model, data
+    loading and metric updates: what the user waits for)."""
+    return {"images": num_images, "seconds": round(seconds, 3),
+            "images_per_s": round(num_images / seconds, 3) if seconds > 0 else None}
 
 
 def check_benchmarks(names):
@@ -104,10 +132,15 @@ def write_reports(results, output_dir):
                      "segmentation training), argmax of the patch-text cosine on the whole image")
     row("chance mIoU", [results[n]["sem_seg"]["chance_mIoU"] for n in names])
     notes.append("chance: expected mIoU of uniformly random predictions on the same labels")
+    speed = ""
+    if all("throughput" in results[n] for n in names):
+        speed = ("\nEvaluation speed (images/s, this process's wall clock, data loading "
+                 "included): " + ", ".join(f"{n} {results[n]['throughput']['images_per_s']:.2f}"
+                                           for n in names) + ".\n")
     with open(os.path.join(output_dir, "results.md"), "w") as f:
         f.write("Results (%), test protocol: sliding window, pooling [1, 1]. mIoU: detectron2 0.6's "
                 "formula (as published); mIoU_gt: mean over the classes present in the ground "
-                "truth; " + "; ".join(notes) + ".\n\n" + "\n".join(lines) + "\n")
+                "truth; " + "; ".join(notes) + ".\n\n" + "\n".join(lines) + "\n" + speed)
     return "\n".join(lines)
 
 
@@ -147,10 +180,16 @@ def evaluate_benchmarks(args):
         if args.vis:
             evaluators.append(VisualizationWriter(dataset, os.path.join(args.output, "vis", name),
                                                   args.vis))
-        loader = Trainer.build_test_loader(cfg, dataset)
+        loader = ProgressLoader(Trainer.build_test_loader(cfg, dataset), f"[eval] {name}")
+        start = time.perf_counter()
         results[name] = inference_on_dataset(model, loader, DatasetEvaluators(evaluators))
+        # All images of the benchmark (under DDP each process runs its share in parallel).
+        speed = throughput(len(loader.loader.dataset), time.perf_counter() - start)
         if results[name] is not None:
             results[name]["weights"] = weights
+            results[name]["throughput"] = speed
+            print(f"[eval] {name}: {speed['images']} images in {speed['seconds']:.1f} s "
+                  f"({speed['images_per_s']:.2f} images/s)", file=sys.stderr)
         if cfg.TEST.FROZEN_CLIP_REFERENCE and comm.is_main_process():
             results[name]["frozen_clip"] = dense_zero_shot(model.backbone, dataset)
     if comm.is_main_process():
