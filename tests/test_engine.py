@@ -69,3 +69,23 @@ def test_unknown_config_key_is_rejected(make_cfg):
     # yacs names the key (AssertionError from --opts, KeyError from a YAML file).
     with pytest.raises((KeyError, AssertionError), match="Non-existent key.*NOT_A_KEY"):
         make_cfg(opts=CPU_TRAINING).merge_from_list(["MODEL.SEM_SEG_HEAD.NOT_A_KEY", 1])
+
+
+def test_both_padding_parameters_get_the_embedding_weight_decay(tmp_path, write_tiny_config,
+                                                                make_cfg):
+    """SOLVER.WEIGHT_DECAY_EMBED reaches the class aggregation's padding tokens and their twin,
+    the padding guidance, alike; the other weights get SOLVER.WEIGHT_DECAY."""
+    from detectron2.modeling import build_model
+
+    from cat_seg.engine.optimizer import build_param_groups
+
+    cfg = make_cfg(write_tiny_config(tmp_path / "tiny.yaml"), MODEL__SEM_SEG_HEAD__CLASS_PAD_LEN=8)
+    model = build_model(cfg)
+    groups = build_param_groups(model, base_lr=1.0, weight_decay=0.25, weight_decay_norm=0.0,
+                                weight_decay_embed=0.5, clip_multiplier=1.0)
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    by_name = {name: decay[id(p)] for name, p in model.named_parameters() if id(p) in decay}
+    padding = {n: d for n, d in by_name.items() if ".padding_" in n}
+    assert sorted(n.rsplit(".", 1)[1] for n in padding) == ["padding_guidance", "padding_tokens"]
+    assert set(padding.values()) == {0.5}, padding
+    assert by_name["sem_seg_head.cost_embed.weight"] == 0.25

@@ -7,11 +7,12 @@ Parameter groups (one per distinct (lr, weight_decay) pair):
 - No weight decay on normalisation layers, biases and other 1-D / scalar parameters
   (learnable temperatures, gates), since decaying them towards 0 changes what they mean.
 - Positional / class / padding embeddings get ``SOLVER.WEIGHT_DECAY_EMBED`` (names in
-  ``_EMBEDDING_NAMES``). Of the class aggregation's two padding parameters only
-  ``padding_tokens`` matches; its twin ``padding_guidance`` (3-D) gets ``SOLVER.WEIGHT_DECAY``.
-  CAT-Seg's own optimizer gives ``WEIGHT_DECAY_EMBED`` to ``nn.Embedding`` modules only, so both
-  of its padding parameters get ``WEIGHT_DECAY`` there. Kept as is: changing either side changes
-  the training numbers of configs with ``CLASS_PAD_LEN > 0`` whenever the two decays differ.
+  ``_EMBEDDING_NAMES``): in the models built here these are the class aggregation's two padding
+  parameters, ``padding_tokens`` and its twin ``padding_guidance`` (CLIP's own embeddings never
+  train). Until 2026-12-02 only ``padding_tokens`` matched, so the twins decayed differently;
+  that changes nothing where ``CLASS_PAD_LEN`` is 0 (the quick start). CAT-Seg's optimizer gives
+  ``WEIGHT_DECAY_EMBED`` to ``nn.Embedding`` modules only, so both get ``WEIGHT_DECAY`` there:
+  set ``SOLVER.WEIGHT_DECAY_EMBED`` equal to ``SOLVER.WEIGHT_DECAY`` to train as it does.
 """
 from typing import Dict, List, Type
 
@@ -37,7 +38,7 @@ OPTIMIZERS = ("ADAMW", "SGD")
 CLIP_GRADIENT_TYPES = ("full_model", "value", "norm")
 # Substrings of parameter names that are embeddings rather than weights of a layer.
 _EMBEDDING_NAMES = ("positional_embedding", "class_embedding", "pos_embed", "cls_token",
-                    "relative_position_bias_table", "pad_token", "padding_token")
+                    "relative_position_bias_table", "padding_tokens", "padding_guidance")
 
 
 def clip_parameter_ids(model: nn.Module) -> set:
