@@ -164,3 +164,20 @@ def test_bad_arguments_fail_clearly(tmp_path):
         measure.vocabulary(0)
     assert measure.vocabulary(3) == ["person", "bicycle", "car"]
     assert measure.vocabulary(173)[-2:] == ["class 171", "class 172"]
+
+
+def test_profile_lists_the_top_operators_of_a_forward_and_a_training_step(tmp_path,
+                                                                          tiny_config_file):
+    markdown = tmp_path / "profile.md"
+    result = analyze_model.main(["--config-file", tiny_config_file, "--profile", "5",
+                                 "--num-classes", "4", "--warmup", "0", "--train-warmup", "0",
+                                 "--markdown", str(markdown), "--json", str(tmp_path / "p.json")])
+    for phase in ("inference", "training step"):
+        top = result[phase]["top"]
+        assert len(top) == 5 and top == sorted(top, key=lambda row: -row[1])
+        assert all(ms >= 0 and calls >= 1 for _, ms, calls in top)
+        assert "Self CPU" in result[phase]["table"]
+    assert json.loads((tmp_path / "p.json").read_text())["inference"]["top"][0][0] == \
+        result["inference"]["top"][0][0]
+    text = markdown.read_text()
+    assert text.startswith("### Profile: ") and "training step (sorted by" in text

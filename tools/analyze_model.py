@@ -36,6 +36,10 @@ Measured, in this order:
   ``/proc/self/clear_refs`` before the measured call); ``delta`` is the peak minus what was held
   before the call (weights, caches, optimizer state).
 
+With ``--profile ROWS`` the script instead profiles one test-time forward and one training step
+(forward + backward) with torch.profiler and prints the ROWS operators with the most self time
+(``--markdown OUT`` writes the tables): where the time goes, before and after a change.
+
 With ``--compare CFG2 [CFG3 ...]`` every model is measured in the same process, their latency
 runs interleaved (so machine load affects all alike), and the ratios CFG2 / CFG are reported;
 ``--markdown OUT`` writes them as one table (docs/benchmarks.md's).
@@ -47,7 +51,8 @@ import argparse
 import os
 from typing import Any, Dict
 
-from cat_seg.analysis.measure import analyze, compare, load_config
+from cat_seg.analysis.measure import analyze, build_analysis_model, compare, load_config, vocabulary
+from cat_seg.analysis.profiling import format_profile, profile_inference, profile_training_step
 from cat_seg.analysis.report import format_ratios, format_result, write_json, write_markdown
 
 
@@ -55,6 +60,8 @@ def main(argv=None) -> Dict[str, Any]:
     args = parse_args(argv)
     load = dict(random_weights=not args.keep_clip_weights, device=args.device)
     cfg = load_config(args.config_file, args.opts, **load)
+    if args.profile:
+        return profile(cfg, args)
     kwargs = dict(image_size=args.image_size, num_classes=args.num_classes, warmup=args.warmup,
                   iters=args.iters, flops=not args.no_flops, inference=not args.no_inference,
                   train=not args.no_train,
@@ -87,6 +94,35 @@ def main(argv=None) -> Dict[str, Any]:
     return output
 
 
+def profile(cfg, args) -> Dict[str, Any]:
+    """``--profile``: the profiler tables of one test-time forward and one training step."""
+    model = build_analysis_model(cfg)
+    image_size = args.image_size or cfg.MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION
+    output = {"config_file": args.config_file, "image_size": image_size,
+              "num_classes": args.num_classes}
+    if not args.no_inference:
+        output["inference"] = profile_inference(model, vocabulary(args.num_classes), image_size,
+                                                rows=args.profile, warmup=args.warmup)
+    if not args.no_train:
+        output["training step"] = profile_training_step(model, cfg, rows=args.profile,
+                                                        batch_size=args.batch_size,
+                                                        warmup=args.train_warmup)
+    phases = {k: v for k, v in output.items() if k in ("inference", "training step")}
+    label = (f"{os.path.basename(args.config_file)}, {image_size} px, {args.num_classes} classes, "
+             f"{'sliding window' if cfg.TEST.SLIDING_WINDOW else 'whole image'}")
+    text = format_profile(label, phases)
+    print(text)
+    if args.markdown:
+        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
+        with open(args.markdown, "w") as f:
+            f.write(text)
+        print(f"[analyze] wrote {args.markdown}")
+    if args.json:
+        write_json(output, args.json)
+        print(f"[analyze] wrote {args.json}")
+    return output
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -105,6 +141,8 @@ def parse_args(argv=None):
     parser.add_argument("--train-iters", type=int, default=3, help="timed training steps")
     parser.add_argument("--batch-size", type=int, default=1, help="images per training step")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    parser.add_argument("--profile", type=int, metavar="ROWS", default=0,
+                        help="instead: profile one forward and one training step, top ROWS ops")
     parser.add_argument("--no-inference", action="store_true",
                         help="skip the inference latency (and its memory)")
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
@@ -117,6 +155,10 @@ def parse_args(argv=None):
     for name in ("iters", "batch_size", "train_iters"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.profile < 0:
+        parser.error("--profile must be >= 1 (rows of the table)")
+    if args.profile and args.compare:
+        parser.error("--profile measures one config; run it once per config instead of --compare")
     for name in ("warmup", "train_warmup"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
