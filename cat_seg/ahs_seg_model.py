@@ -1,4 +1,4 @@
-"""AHSSeg: the meta-architecture (CLIP backbone -> [AFR] -> CAT-Seg head -> losses / inference).
+"""AHSSeg: the meta-architecture (CLIP backbone -> AHS feature hooks -> CAT-Seg head -> losses / inference).
 
 With the AHS modules off this is H-CLIP (``CLIP_FINETUNE oft_both``) or CAT-Seg
 (``CLIP_FINETUNE attention``), computed as their reference implementations do: a module that is
@@ -15,10 +15,10 @@ One step, B images, T classes::
     sem_seg_head(dense', text, guidance) -> logits (B,T,4h,4w)
     training: {"loss_sem_seg": BCE-with-logits against one-hot labels} plus each AHS module's
               losses (AFR "loss_rectify", HPA "loss_proto", SDR "loss_distill")
+    inference: sigmoid scores (T,H,W) at the original size, whole image or sliding window
 
 The AHS modules are driven through their contract (:mod:`cat_seg.modeling.hyperspherical.contract`):
 this file never names one; the config's switches decide which are built.
-    inference: sigmoid scores (T,H,W) at the original size, whole image or sliding window
 
 The vocabulary is the training dataset's ``stuff_classes`` in training; at test time the
 ``prompt_classes`` (PAS-20b) or else ``stuff_classes`` of the dataset named by each input's
@@ -95,13 +95,11 @@ class AHSSeg(nn.Module):
         self._vocabulary_override: Optional[List[str]] = None
         # Plain attributes, assigned only when on, so a module that is off adds no parameter,
         # buffer or key, and a module's checkpoint keys are "<attribute>.*" as they always were.
-        self._ahs_attributes: List[str] = []
         for attribute, module in (ahs_modules or {}).items():
             if not isinstance(module, AHSModule) or attribute != module.attribute:
                 raise ValueError(f"ahs_modules[{attribute!r}] must be an AHSModule whose "
                                  "attribute is that name (see build_ahs_modules)")
             setattr(self, attribute, module)
-            self._ahs_attributes.append(attribute)
         # The trainer's iteration (SDR's schedule), set before every step by ModelIterationHook;
         # not model state: on resume it comes back with the trainer's own iteration.
         self.iteration = 0
@@ -126,8 +124,9 @@ class AHSSeg(nn.Module):
 
     @property
     def ahs_modules(self) -> Dict[str, AHSModule]:
-        """The AHS modules that are on, by attribute, in registry order."""
-        return {attribute: getattr(self, attribute) for attribute in self._ahs_attributes}
+        """The AHS modules that are on, by attribute, in registry order (= assignment order)."""
+        return {name: module for name, module in self.named_children()
+                if isinstance(module, AHSModule)}
 
     def set_iteration(self, iteration: int) -> None:
         """The trainer's current iteration (the modules' schedules, e.g. SDR's weight w(t))."""

@@ -130,6 +130,7 @@ def add_ahs_config(cfg: CN) -> None:
     # the code that reads them, in its add_config (cat_seg/modeling/hyperspherical/).
     add_ahs_module_configs(cfg)
 
+
 def _all_keys(node: CN, prefix: str = "") -> list:
     keys = []
     for key, value in node.items():

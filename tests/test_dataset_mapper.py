@@ -8,11 +8,10 @@ import torch
 from detectron2.data import MetadataCatalog
 from PIL import Image
 
-from cat_seg.data.dataset_mapper import (
+from cat_seg.data.dataset_mapper import ResizeWithExactLabels, SemanticDatasetMapper
+from cat_seg.data.photometric_distortion import (
     PhotometricDistortion,
     PhotometricDistortionTransform,
-    ResizeWithExactLabels,
-    SemanticDatasetMapper,
     hsv_to_rgb,
     rgb_to_hsv,
 )

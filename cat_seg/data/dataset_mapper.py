@@ -34,12 +34,7 @@ from detectron2.data import transforms as T
 from torch.nn import functional as F
 
 from cat_seg.data.label_io import read_image_rgb, read_label
-from cat_seg.data.photometric_distortion import (  # noqa: F401  (re-exported)
-    PhotometricDistortion,
-    PhotometricDistortionTransform,
-    hsv_to_rgb,
-    rgb_to_hsv,
-)
+from cat_seg.data.photometric_distortion import PhotometricDistortion
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from ..modeling.clip.pretraining import (
     same_caption_targets,
     to_open_clip_state_dict,
 )
+from ..utils.state_dicts import load_weights_only
 
 
 def build_model(seed: int, resolution: int) -> CLIPBackbone:
@@ -79,7 +80,7 @@ def train(args) -> Optional[CLIPBackbone]:
     log_path = os.path.join(args.work_dir, "log.jsonl")
     start = 0
     if args.resume and os.path.isfile(state_path):
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = load_weights_only(state_path)
         if state["args"] != _run_signature(args):
             raise SystemExit(f"[pretrain_clip] {state_path} was written by a run with other settings "
                              f"({state['args']}); resume with those, or use another --work-dir")

@@ -14,6 +14,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from ..utils.state_dicts import load_weights_only
+from .checkpointer import non_finite_tensors
+
 # detectron2's CommonMetricPrinter: " iter: 139  total_loss: ..." (every 20 iterations and at the end)
 _ITER = re.compile(rb"\biter: (\d+)\b")
 
@@ -51,7 +54,7 @@ def check_checkpoints(folder: str) -> Dict[str, object]:
         if not name.endswith(".pth"):
             continue
         try:
-            torch.load(os.path.join(folder, name), map_location="cpu", weights_only=True)
+            load_weights_only(os.path.join(folder, name))
             loaded += 1
         except Exception as error:  # noqa: BLE001 - reported
             problems.append(f"{name} unreadable: {type(error).__name__}: {error}")
@@ -63,8 +66,7 @@ def check_checkpoints(folder: str) -> Dict[str, object]:
         if not os.path.isfile(path):
             problems.append(f"last_checkpoint names {last}, which does not exist")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)["model"]
-            bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            bad = non_finite_tensors(load_weights_only(path)["model"])
             if bad:
                 problems.append(f"last_checkpoint names {last}, whose weights are not finite ({bad[:3]})")
     return {"checkpoints_loaded": loaded, "last_checkpoint": last, "problems": problems}
@@ -99,8 +101,7 @@ def _run_until(command: List[str], log_path: str, output: str, env: dict, target
 
 
 def compare_final(a: str, b: str) -> Dict[str, object]:
-    first = torch.load(a, map_location="cpu", weights_only=True)
-    second = torch.load(b, map_location="cpu", weights_only=True)
+    first, second = load_weights_only(a), load_weights_only(b)
     ma, mb = first["model"], second["model"]
     if set(ma) != set(mb):
         return {"same_keys": False, "max_abs_diff": float("inf"),

@@ -3,7 +3,7 @@
 The one home of what the three weight loaders share: the backbone's CLIP weights
 (:mod:`cat_seg.modeling.clip.checkpoint`), training checkpoints
 (:class:`cat_seg.engine.checkpointer.AtomicCheckpointer`) and CAT-Seg's checkpoints
-(``tools/convert_checkpoint.py``):
+(:mod:`cat_seg.engine.catseg_checkpoint`, behind ``tools/convert_checkpoint.py``):
 
 * :func:`load_weights_only`: ``torch.load(path, map_location="cpu", weights_only=True)``, so a file
   that would run code when unpickled is refused (``pickle.UnpicklingError``). Each loader words
