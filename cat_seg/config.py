@@ -75,6 +75,9 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.OFT_VISION_CAYLEY = False
     # Prompt templates: "single" ("A photo of a {} in the scene") or "imagenet" (80 templates).
     cfg.MODEL.SEM_SEG_HEAD.PROMPT_ENSEMBLE_TYPE = "single"
+    # Training memory: recompute CLIP's block activations in the backward pass instead of
+    # keeping them (activation checkpointing; same gradients, about one more CLIP forward).
+    cfg.MODEL.SEM_SEG_HEAD.CLIP_ACTIVATION_CHECKPOINTING = False
 
     # ------------------------------------------------------------------ model: CAT-Seg head
     # Registered name of the segmentation head (built with the CLIP backbone's dimensions).

@@ -40,6 +40,9 @@ With ``--profile ROWS`` the script instead profiles one test-time forward and on
 (forward + backward) with torch.profiler and prints the ROWS operators with the most self time
 (``--markdown OUT`` writes the tables): where the time goes, before and after a change.
 
+Like training and evaluation, the script first makes glibc keep freed memory for reuse
+(:mod:`cat_seg.utils.allocator`; ``AHS_MALLOC=system`` keeps the C library's defaults).
+
 With ``--compare CFG2 [CFG3 ...]`` every model is measured in the same process, their latency
 runs interleaved (so machine load affects all alike), and the ratios CFG2 / CFG are reported;
 ``--markdown OUT`` writes them as one table (docs/benchmarks.md's).
@@ -54,10 +57,14 @@ from typing import Any, Dict
 from cat_seg.analysis.measure import analyze, build_analysis_model, compare, load_config, vocabulary
 from cat_seg.analysis.profiling import format_profile, profile_inference, profile_training_step
 from cat_seg.analysis.report import format_ratios, format_result, write_json, write_markdown
+from cat_seg.utils.allocator import reuse_freed_memory
 
 
 def main(argv=None) -> Dict[str, Any]:
     args = parse_args(argv)
+    # As the training and evaluation entry points do (AHS_MALLOC=system: the C library's defaults).
+    print("[analyze_model] glibc malloc: " + ("freed memory kept for reuse" if reuse_freed_memory()
+                                             else "the C library's defaults"))
     load = dict(random_weights=not args.keep_clip_weights, device=args.device)
     cfg = load_config(args.config_file, args.opts, **load)
     if args.profile:

@@ -244,8 +244,13 @@ def load_weights(model: torch.nn.Module, path: str, allow_unexpected: bool = Fal
 
 
 def build_demo_model(cfg) -> torch.nn.Module:
-    """The model of ``cfg`` with ``cfg.MODEL.WEIGHTS`` loaded, in evaluation mode."""
+    """The model of ``cfg`` with ``cfg.MODEL.WEIGHTS`` loaded, in evaluation mode (and glibc
+    keeping freed memory for reuse, :mod:`cat_seg.utils.allocator`)."""
     from detectron2.modeling import build_model
+
+    from ..utils.allocator import reuse_freed_memory
+
+    reuse_freed_memory()
 
     model = build_model(cfg)
     load_weights(model, cfg.MODEL.WEIGHTS, allow_unexpected=cfg.MODEL.ALLOW_UNEXPECTED_WEIGHTS)

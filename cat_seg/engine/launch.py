@@ -21,6 +21,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import build_config, build_config_or_explain
+from ..utils.allocator import reuse_freed_memory
 from ..utils.paths import check_output_dir
 from .checkpointer import AtomicCheckpointer
 from .trainer import Trainer
@@ -69,7 +70,9 @@ def training_config_kept(output_dir: str, enabled: bool):
 
 def setup(args):
     """The frozen config of ``args`` (``config_file``, ``opts``, ``eval_only``), detectron2's
-    ``default_setup`` (output folder, logs, config dump, seed) and the ``cat_seg`` logger."""
+    ``default_setup`` (output folder, logs, config dump, seed) and the ``cat_seg`` logger; glibc
+    keeps freed memory for reuse (:mod:`cat_seg.utils.allocator`)."""
+    reuse_freed_memory()
     cfg = build_config(args.config_file, args.opts)
     with training_config_kept(cfg.OUTPUT_DIR, enabled=args.eval_only):
         default_setup(cfg, args)

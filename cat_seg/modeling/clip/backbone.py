@@ -104,6 +104,7 @@ class CLIPBackbone(nn.Module):
         oft_block_size: int = 128,
         oft_vision_cayley: bool = False,
         prompt_ensemble: str = "single",
+        activation_checkpointing: bool = False,
     ):
         """
         Args:
@@ -116,6 +117,8 @@ class CLIPBackbone(nn.Module):
             oft_block_size: b, the adapters' block size (``oft_both``).
             oft_vision_cayley: Cayley-parametrise the vision adapters too (``oft_both``).
             prompt_ensemble: ``"single"`` or ``"imagenet"``.
+            activation_checkpointing: in training, recompute the blocks' activations in the
+                backward pass instead of keeping them (less memory, same gradients).
         """
         super().__init__()
         # Every configuration check comes before any download or checkpoint read.
@@ -125,6 +128,7 @@ class CLIPBackbone(nn.Module):
         self._set_guidance_layers(arch, guidance_layers)
         self._set_prompts(arch, prompt_ensemble)
         self.finetune = finetune
+        self.activation_checkpointing = bool(activation_checkpointing)
         adapter = self._build_adapter(arch, finetune, oft_block_size, oft_vision_cayley)
 
         source = resolve_weights(arch, weights)
@@ -207,6 +211,7 @@ class CLIPBackbone(nn.Module):
             "oft_block_size": head.OFT_BLOCK_SIZE,
             "oft_vision_cayley": head.OFT_VISION_CAYLEY,
             "prompt_ensemble": head.PROMPT_ENSEMBLE_TYPE,
+            "activation_checkpointing": head.CLIP_ACTIVATION_CHECKPOINTING,
         }
 
     # ------------------------------------------------------------------ public API
@@ -230,7 +235,8 @@ class CLIPBackbone(nn.Module):
                 f"encode_image expects (B, {', '.join(map(str, expected))}) CLIP-normalised "
                 f"images, got {tuple(images.shape)}; resize them to CLIP_RESOLUTION first.")
         dense, guidance = encode_image_tokens(
-            self.clip.visual, images, self._layer_weights(VISION), self.guidance_layers)
+            self.clip.visual, images, self._layer_weights(VISION), self.guidance_layers,
+            checkpointed=self.activation_checkpointing)
         batch, (h, w) = images.shape[0], self.grid_size
 
         def to_map(tokens: torch.Tensor) -> torch.Tensor:  # (B, h·w, C) -> (B, C, h, w)
@@ -255,7 +261,8 @@ class CLIPBackbone(nn.Module):
                 self._text_cache.move_to_end(cache_key)
                 return hit[1]
         tokens = self._tokens(names, prompts)
-        embeddings = encode_text_tokens(self.clip, tokens, self._layer_weights(TEXT))
+        embeddings = encode_text_tokens(self.clip, tokens, self._layer_weights(TEXT),
+                                        checkpointed=self.activation_checkpointing)
         embeddings = F.normalize(embeddings, dim=-1).view(len(names), self.num_prompts, -1)
         if state is not None:
             _remember(self._text_cache, cache_key, (state, embeddings))

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .upsample_conv import conv3x3_of_upsampled, conv3x3_of_upsampled_bias
+
 
 class GuidedUpsampling(nn.Module):
     """2x upsampling of every class map, guided: ``ConvT_2x2,s2`` then a GroupNorm double conv.
@@ -18,8 +20,12 @@ class GuidedUpsampling(nn.Module):
     ``in_channels``; then ``y = ReLU(GN(conv3x3([u ‖ g])))``, ``y = ReLU(GN(conv3x3(y)))`` (convs
     without bias, GroupNorm with 16 channels per group).
 
-    ``conv([u ‖ g]) = conv_u(u) + conv_g(g)`` (zero padding, no bias): the guidance is the same
-    for the T class maps of an image, so its share is computed once per image and broadcast.
+    Two identities make this cheap without changing what it computes:
+
+    * ``conv([u ‖ g]) = conv_u(u) + conv_g(g)`` (zero padding, no bias): the guidance is the same
+      for the T class maps of an image, so its share is computed once per image and broadcast.
+    * ``conv_u ∘ ConvT`` is itself a convolution of ``x``, computed without forming ``u``
+      (:mod:`.upsample_conv`): half the multiply-adds of the two layers.
     """
 
     def __init__(self, in_channels: int, out_channels: int, guidance_channels: int):
@@ -40,13 +46,20 @@ class GuidedUpsampling(nn.Module):
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
         """x: (B·T, C_in, H, W) class maps; guidance: (B, G, 2H, 2W) -> (B·T, C_out, 2H, 2W)."""
-        u = self.up(x)
         weight = self.conv1.weight
-        y = F.conv2d(u, weight[:, :self.up_channels], padding=1)
-        shared = F.conv2d(guidance, weight[:, self.up_channels:], padding=1)  # (B, C_out, ..)
-        y = (y.view(guidance.shape[0], -1, *y.shape[1:]) + shared.unsqueeze(1)).flatten(0, 1)
-        y = F.relu(self.norm1(y))
-        return F.relu(self.norm2(self.conv2(y)))
+        y = conv3x3_of_upsampled(x, self.up.weight, weight[:, :self.up_channels])
+        # Per image: the guidance's share and the upsampling bias's share, (B, C_out, 2H, 2W).
+        shared = F.conv2d(guidance, weight[:, self.up_channels:], padding=1)
+        if self.up.bias is not None:
+            shared = shared + conv3x3_of_upsampled_bias(self.up.bias, weight[:, :self.up_channels],
+                                                        y.shape[-2:])
+        shared = shared.contiguous(memory_format=torch.channels_last)  # y's layout
+        y = y.unflatten(0, (guidance.shape[0], -1)).add_(shared.unsqueeze(1)).flatten(0, 1)
+        # In place: GroupNorm's backward reads its input, not its output, so autograd allows it,
+        # and a (B·T, C, 2H, 2W) map is not allocated twice.
+        y = F.relu(self.norm1(y), inplace=True)
+        y = self.conv2(y.contiguous(memory_format=torch.channels_last))
+        return F.relu(self.norm2(y), inplace=True)
 
 
 class GuidedDecoder(nn.Module):

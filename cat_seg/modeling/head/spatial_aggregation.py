@@ -51,6 +51,16 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> tor
     return torch.zeros(different.shape).masked_fill(different, _MASKED_BIAS)
 
 
+def window_order(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """(H·W,) grid index of every token when the grid, rolled by ``-shift``, is read window by
+    window (:func:`window_partition`'s order): ``tokens[:, order]`` lays a (.., H·W, C) map out
+    as consecutive windows of window² tokens, ``out[:, order] = windows`` puts it back."""
+    grid = torch.arange(height * width).view(1, height, width, 1)
+    if shift:
+        grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
+    return window_partition(grid, window).flatten()
+
+
 class GuidedWindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with guidance in the queries and keys.
 
@@ -90,32 +100,46 @@ class GuidedWindowAttention(nn.Module):
         qkv[..., :2 * c] += shared.unsqueeze(1)
         return qkv
 
-    def forward(self, qkv: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor, window_len: int,
+                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Args:
-            qkv: (N·nW, L, 3·dim) projected tokens of the windows of N maps, L = window².
-            bias: (nW, L, L) additive attention bias, or None.
+            x: (B, T, L, dim) normalised cost features, laid out as consecutive windows of
+                ``window_len`` tokens (L = nW · window_len).
+            guidance: (B, L, guidance_dim) normalised appearance guidance, in the same order.
+            bias: (nW, window_len, window_len) additive attention bias, or None.
 
         Returns:
-            (N·nW, L, dim).
+            (B, T, L, dim).
         """
-        windows, L, _ = qkv.shape
-        q, k, v = (t.reshape(windows, L, self.num_heads, -1).transpose(1, 2)
-                   for t in qkv.chunk(3, dim=-1))
-        if bias is not None:
-            # (N, nW, heads, L, d) against a bias (nW, 1, L, L) shared by the N maps.
-            num_windows = bias.shape[0]
-            q, k, v = (t.view(-1, num_windows, *t.shape[1:]) for t in (q, k, v))
-            bias = bias[:, None].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.reshape(windows, self.num_heads, L, -1).transpose(1, 2).flatten(2))
+        B, T, L, C = x.shape
+        num_windows = L // window_len
+        # (3, B·T, nW, heads, window_len, d): q, k, v of every window, as strided views.
+        qkv = self.project(x, guidance).view(B * T, num_windows, window_len, 3, self.num_heads,
+                                             C // self.num_heads).permute(3, 0, 1, 4, 2, 5)
+        # scaled_dot_product_attention takes its fused (flash) CPU path only for 4-D inputs with
+        # a mask that broadcasts over the batch (a 5-D call falls back to the unfused math, 4x
+        # slower): one call for all windows when they are unmasked, else one per window.
+        if bias is None:
+            q, k, v = qkv.flatten(1, 2).unbind(0)  # (B·T·nW, heads, window_len, d)
+            out = F.scaled_dot_product_attention(q, k, v).view(
+                B * T, num_windows, self.num_heads, window_len, -1)
+        else:
+            bias = bias.to(qkv.dtype)
+            out = torch.stack([F.scaled_dot_product_attention(*qkv[:, :, w].unbind(0),
+                                                              attn_mask=bias[w])
+                               for w in range(num_windows)], dim=1)
+        # (B·T, nW, heads, window_len, d) -> (B, T, L, C), heads concatenated per token.
+        return self.proj(out.transpose(2, 3).reshape(B, T, L, C))
 
 
 class GuidedSwinBlock(nn.Module):
     """Pre-norm Swin block: ``x += WindowAttn(LN(x), g)``, ``x += MLP(LN(x))``.
 
     Queries and keys see the guidance of the same patch; the windows are shifted (cyclic roll by
-    ``-shift``) for the attention and rolled back after it.
+    ``-shift``) for the attention. Every step but the attention is per token, so the block runs
+    on the tokens gathered window by window (:func:`window_order`) and scatters its result back:
+    two copies of the C-wide tokens instead of rolling and partitioning the 3C-wide q, k, v.
     """
 
     def __init__(self, dim: int, guidance_dim: int, grid_size: Tuple[int, int], num_heads: int,
@@ -128,9 +152,14 @@ class GuidedSwinBlock(nn.Module):
         self.attn = GuidedWindowAttention(dim, guidance_dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = FeedForward(dim, ratio=4, act_layer=nn.GELU)
-        mask = shifted_window_mask(*self.grid_size, window, shift) if shift > 0 else None
-        # Derived from the grid; not a learned quantity, so not part of checkpoints.
+        H, W = self.grid_size
+        mask = shifted_window_mask(H, W, window, shift) if shift > 0 else None
+        order = window_order(H, W, window, shift)
+        if torch.equal(order, torch.arange(H * W)):
+            order = None  # one window covers the grid: nothing to gather
+        # Derived from the grid; not learned quantities, so not part of checkpoints.
         self.register_buffer("attn_bias", mask, persistent=False)
+        self.register_buffer("order", order, persistent=False)
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
         """
@@ -141,17 +170,13 @@ class GuidedSwinBlock(nn.Module):
         Returns:
             (B, T, h·w, C).
         """
-        H, W = self.grid_size
-        B, T, L, C = x.shape
-        qkv = self.attn.project(self.norm1(x), guidance).view(B * T, H, W, 3 * C)
-        if self.shift:
-            qkv = torch.roll(qkv, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        y = self.attn(window_partition(qkv, self.window), self.attn_bias)
-        y = window_merge(y, self.window, H, W)
-        if self.shift:
-            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + y.reshape(B, T, L, C)
-        return x + self.mlp(self.norm2(x))
+        if self.order is not None:
+            x, guidance = x[:, :, self.order], guidance[:, self.order]
+        x = x + self.attn(self.norm1(x), guidance, self.window ** 2, self.attn_bias)
+        x = x + self.mlp(self.norm2(x))
+        if self.order is None:
+            return x
+        return torch.empty_like(x).index_copy_(2, self.order, x)
 
 
 class SpatialAggregation(nn.Module):

@@ -1,0 +1,51 @@
+"""cat_seg.utils.allocator: glibc keeps freed memory for reuse unless AHS_MALLOC=system."""
+import ctypes
+import subprocess
+import sys
+
+import pytest
+
+from cat_seg.utils.allocator import reuse_freed_memory
+
+
+def _is_glibc() -> bool:
+    try:
+        ctypes.CDLL(None).gnu_get_libc_version
+    except AttributeError:
+        return False
+    return True
+
+
+def test_system_choice_leaves_malloc_alone(monkeypatch):
+    monkeypatch.setenv("AHS_MALLOC", "system")
+    assert reuse_freed_memory() is False
+
+
+def test_bad_choice_names_the_variable(monkeypatch):
+    monkeypatch.setenv("AHS_MALLOC", "jemalloc")
+    with pytest.raises(ValueError, match="AHS_MALLOC='jemalloc'.*reuse.*system"):
+        reuse_freed_memory()
+
+
+@pytest.mark.skipif(not _is_glibc(), reason="the settings exist in glibc only")
+def test_large_blocks_come_from_the_heap_after_the_call():
+    # In a fresh process: a 64 MiB block is mmapped by default (its address far from the heap's
+    # break), and served from the heap (below the break) once the settings are applied.
+    script = (
+        "import ctypes, sys\n"
+        "from cat_seg.utils.allocator import reuse_freed_memory\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p\n"
+        "libc.malloc.argtypes = (ctypes.c_size_t,); libc.sbrk.argtypes = (ctypes.c_ssize_t,)\n"
+        "def in_heap():\n"
+        "    block = libc.malloc(64 << 20)\n"
+        "    inside = block < libc.sbrk(0)\n"
+        "    libc.free(ctypes.c_void_p(block))\n"
+        "    return inside\n"
+        "before = in_heap()\n"
+        "applied = reuse_freed_memory()\n"
+        "print(before, applied, in_heap())\n")
+    env = {"PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out == ["False", "True", "True"]
