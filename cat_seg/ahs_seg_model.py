@@ -41,6 +41,10 @@ from .modeling.hyperspherical import AHSContext, AHSModule, build_ahs_modules
 from .utils.device import module_device
 
 
+# TEST.PRECISION -> autocast dtype of inference (None: plain float32).
+TEST_PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 @META_ARCH_REGISTRY.register()
 class AHSSeg(nn.Module):
     """Open-vocabulary semantic segmentation: CLIP backbone + CAT-Seg head."""
@@ -58,6 +62,7 @@ class AHSSeg(nn.Module):
         sliding_window_crop: int = 384,
         sliding_window_overlap: float = 0.333,
         sliding_window_out_res: Sequence[int] = (640, 640),
+        test_precision: str = "float32",
         ahs_modules: Optional[Dict[str, AHSModule]] = None,
     ):
         """
@@ -74,6 +79,8 @@ class AHSSeg(nn.Module):
             sliding_window_crop: crop side (pixels of the image resized to ``out_res``).
             sliding_window_overlap: overlap of neighbouring crops, in [0, 1).
             sliding_window_out_res: (H, W) the image is resized to before it is cut.
+            test_precision: ``"float32"``, or ``"bfloat16"`` / ``"float16"``: inference under
+                autocast in that precision (scores are returned in float32 either way).
             ahs_modules: the AHS modules that are on, by their ``attribute`` (the submodule
                 name, hence their checkpoint prefix), in registry order.
         """
@@ -87,6 +94,10 @@ class AHSSeg(nn.Module):
         self.sliding_window_crop = sliding_window_crop
         self.sliding_window_overlap = sliding_window_overlap
         self.sliding_window_out_res = tuple(sliding_window_out_res)
+        if test_precision not in TEST_PRECISIONS:
+            raise ValueError(f"TEST.PRECISION={test_precision!r}; use one of "
+                             f"{sorted(TEST_PRECISIONS)}")
+        self.test_precision = test_precision
         # CLIP's normalisation constants (0-255 scale); fixed, so not part of checkpoints.
         self.register_buffer("pixel_mean", torch.tensor(backbone.pixel_mean).view(3, 1, 1),
                              persistent=False)
@@ -120,6 +131,7 @@ class AHSSeg(nn.Module):
             "sliding_window_crop": cfg.TEST.SLIDING_WINDOW_CROP,
             "sliding_window_overlap": cfg.TEST.SLIDING_WINDOW_OVERLAP,
             "sliding_window_out_res": tuple(cfg.TEST.SLIDING_WINDOW_OUT_RES),
+            "test_precision": cfg.TEST.PRECISION,
         }
 
     @property
@@ -275,9 +287,16 @@ class AHSSeg(nn.Module):
             clip_images, _, _ = self.preprocess([x["image"] for x in batched_inputs])
             targets = torch.stack([x["sem_seg"] for x in batched_inputs]).to(self.device)
             return self.training_losses(clip_images, text, targets, class_names)
-        if self.sliding_window:
-            return [{"sem_seg": self.inference_sliding_window(x, text)} for x in batched_inputs]
-        return self.inference_whole_image(batched_inputs, text)
+        dtype = TEST_PRECISIONS[self.test_precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16,
+                            enabled=dtype is not None):
+            if self.sliding_window:
+                results = [{"sem_seg": self.inference_sliding_window(x, text)}
+                           for x in batched_inputs]
+            else:
+                results = self.inference_whole_image(batched_inputs, text)
+        # Evaluators and demos see float32 scores whatever the arithmetic was.
+        return [{"sem_seg": r["sem_seg"].float()} for r in results]
 
     # ------------------------------------------------------------------ inference
     def inference_whole_image(self, batched_inputs: List[Dict], text: torch.Tensor

@@ -107,11 +107,18 @@ def add_ahs_config(cfg: CN) -> None:
     # Classes are padded to this many with learned tokens; with more, each image keeps its
     # top-k classes by CLIP similarity and the rest get logit -100.
     cfg.MODEL.SEM_SEG_HEAD.CLASS_PAD_LEN = 256
+    # Training memory: keep only the input of every aggregation layer and decoder stage and
+    # recompute the rest in the backward pass (activation checkpointing; same gradients, about
+    # one more head forward per step).
+    cfg.MODEL.SEM_SEG_HEAD.ACTIVATION_CHECKPOINTING = False
 
     # ------------------------------------------------------------------ test protocol
     # Sliding-window inference: the image is resized to OUT_RES, cut in crops of
     # SLIDING_WINDOW_CROP pixels with this overlap, and a global view is averaged in.
     cfg.TEST.SLIDING_WINDOW = False
+    # Arithmetic of inference: "float32", or "bfloat16" / "float16" autocast (faster on GPUs;
+    # docs/benchmarks.md gives the accuracy cost; float16 needs a GPU).
+    cfg.TEST.PRECISION = "float32"
     cfg.TEST.SLIDING_WINDOW_OVERLAP = 0.333
     cfg.TEST.SLIDING_WINDOW_OUT_RES = [640, 640]
     # Side in pixels of the sliding-window crops (each crop is then resized to CLIP_RESOLUTION;

@@ -5,6 +5,7 @@ the values of known keys make sense together.
 """
 import torch
 
+from .ahs_seg_model import TEST_PRECISIONS
 from .engine.optimizer import CLIP_GRADIENT_TYPES, OPTIMIZERS
 from .engine.train_loop import AMP_PRECISIONS
 from .modeling.clip.backbone import FINETUNE_MODES
@@ -18,6 +19,7 @@ _CHOICES = {
     "MODEL.SEM_SEG_HEAD.PROMPT_ENSEMBLE_TYPE": PROMPT_ENSEMBLES,
     "SOLVER.OPTIMIZER": OPTIMIZERS,
     "SOLVER.AMP.PRECISION": tuple(AMP_PRECISIONS),
+    "TEST.PRECISION": tuple(TEST_PRECISIONS),
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": CLIP_GRADIENT_TYPES,
 }
 _NON_NEGATIVE = (

@@ -328,3 +328,14 @@ def test_block_size_that_does_not_divide_the_width(tmp_path):
     with pytest.raises(ValueError, match=r"OFT block size 48 \(MODEL\.SEM_SEG_HEAD\.OFT_BLOCK_SIZE\) "
                                          r"does not divide"):
         build_model(cfg)
+
+
+def test_evaluation_loads_images_in_worker_processes(tmp_path, dataset, make_cfg):
+    # DATALOADER.NUM_WORKERS decode the next images while the model runs (issue 13).
+    dataset.append(_scene(tmp_path))
+    workers = [*SMALL]
+    workers[workers.index("DATALOADER.NUM_WORKERS") + 1] = "2"
+    loader = Trainer.build_test_loader(make_cfg(CONFIG, workers), DATASET)
+    assert loader.num_workers == 2
+    batch = next(iter(loader))
+    assert batch[0]["image"].shape[0] == 3

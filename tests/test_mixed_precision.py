@@ -137,3 +137,32 @@ def test_bf16_autocast_trains_the_full_model_on_cpu(tmp_path, three_class_datase
             assert tensor.dtype == torch.float32, name  # master weights stay fp32
     final = torch.load(os.path.join(output, "model_final.pth"), weights_only=True)
     assert final["iteration"] == ITERATIONS - 1
+
+
+def test_test_precision_bf16_runs_inference_under_autocast_and_returns_float32(make_cfg):
+    from detectron2.modeling import build_model
+
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION", "64",
+            "MODEL.SEM_SEG_HEAD.CLASS_PAD_LEN", "8"]
+    image = torch.randint(0, 256, (3, 64, 80), generator=torch.Generator().manual_seed(0),
+                          dtype=torch.uint8)
+    scores = {}
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        model = build_model(make_cfg("configs/synthetic/quickstart.yaml",
+                                     opts + ["TEST.PRECISION", precision])).eval()
+        model.set_vocabulary(["sky", "grass", "water"])
+        head_dtypes = []
+        model.sem_seg_head.register_forward_hook(lambda m, i, out: head_dtypes.append(out.dtype))
+        with torch.no_grad():
+            scores[precision] = model([{"image": image, "height": 64, "width": 80}])[0]["sem_seg"]
+        assert set(head_dtypes) == {torch.float32 if precision == "float32" else torch.bfloat16}
+    assert scores["bfloat16"].dtype == torch.float32 and torch.isfinite(scores["bfloat16"]).all()
+    assert 0 < (scores["bfloat16"] - scores["float32"]).abs().max() < 0.05
+
+
+def test_test_precision_is_checked():
+    from cat_seg.config import build_config
+
+    with pytest.raises(ValueError, match="TEST.PRECISION='half' is invalid.*float32"):
+        build_config("configs/synthetic/quickstart.yaml", ["TEST.PRECISION", "half"])

@@ -110,7 +110,10 @@ class Trainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         # Every record names its dataset, so the model reads that dataset's vocabulary.
         records = [dict(d, dataset_name=dataset_name) for d in DatasetCatalog.get(dataset_name)]
-        return build_detection_test_loader(records, mapper=SemanticDatasetMapper(cfg, is_train=False))
+        # Workers decode and resize the next images while the model runs on the current one
+        # (detectron2's default for a list of records is 0 workers: loading in the model's turn).
+        return build_detection_test_loader(records, mapper=SemanticDatasetMapper(cfg, is_train=False),
+                                           num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

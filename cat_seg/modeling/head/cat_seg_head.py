@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .class_aggregation import ClassAggregation
 from .cost_volume import cosine_cost_volume, gather_classes, scatter_classes, select_top_classes
@@ -66,6 +67,7 @@ class CATSegHead(nn.Module):
         pooling_size: Sequence[int] = (2, 2),
         window_size: int = 12,
         class_pad_len: int = 256,
+        activation_checkpointing: bool = False,
     ):
         """
         Args:
@@ -83,6 +85,9 @@ class CATSegHead(nn.Module):
             pooling_size: average pooling of the grid before class aggregation.
             window_size: Swin window (the second block shifts by half of it).
             class_pad_len: length of the class sequence (padding / top-k selection); 0 = off.
+            activation_checkpointing: in training, keep only each aggregation layer's and
+                decoder stage's input and recompute the rest in the backward pass (about
+                half the training memory of the head; same gradients; one more head forward).
         """
         super().__init__()
         if class_pad_len < 0:
@@ -95,6 +100,7 @@ class CATSegHead(nn.Module):
         self.grid_size = tuple(grid_size)
         self.num_templates = num_templates
         self.class_pad_len = class_pad_len
+        self.activation_checkpointing = bool(activation_checkpointing)
         self.cost_embed = nn.Conv2d(num_templates, hidden_dim, kernel_size=7, padding=3)
         self.appearance_guidance_proj = nn.Conv2d(embed_dim, appearance_guidance_proj_dim, 3,
                                                   padding=1)
@@ -126,6 +132,7 @@ class CATSegHead(nn.Module):
             "pooling_size": tuple(head.POOLING_SIZES),
             "window_size": head.WINDOW_SIZES,
             "class_pad_len": head.CLASS_PAD_LEN,
+            "activation_checkpointing": head.ACTIVATION_CHECKPOINTING,
         }
 
     def forward(self, dense: torch.Tensor, text: torch.Tensor,
@@ -163,11 +170,17 @@ class CATSegHead(nn.Module):
         class_text = F.normalize(F.normalize(text, dim=-1).mean(dim=2), dim=-1)
         text_guidance = F.relu(self.text_guidance_proj(class_text))
         for layer in self.layers:
-            x = layer(x, appearance, text_guidance)
-        logits = self.decoder(x, guidance)
+            x = self._run(layer, x, appearance, text_guidance)
+        logits = self.decoder(x, guidance, run=self._run)
         if selected is not None:
             logits = scatter_classes(logits, selected, num_classes)
         return logits
+
+    def _run(self, module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+        """``module(*inputs)``, activation-checkpointed when configured and autograd is on."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(module, *inputs, use_reentrant=False)
+        return module(*inputs)
 
     def embed_cost(self, cost: torch.Tensor) -> torch.Tensor:
         """(B, P, T, h, w) cost volume -> (B, T, C, h, w): a 7x7 conv over each class's P maps."""

@@ -4,7 +4,7 @@ Each stage doubles the resolution of every class's map with a transposed convolu
 concatenates features of an intermediate CLIP layer (upsampled to that resolution), which carry
 the finer spatial detail that the last layer has lost.
 """
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -90,11 +90,14 @@ class GuidedDecoder(nn.Module):
             for i, p in enumerate(guidance_proj_dims)])
         self.predictor = nn.Conv2d(widths[-1], 1, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, clip_guidance: List[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, clip_guidance: List[torch.Tensor],
+                run: Optional[Callable[..., torch.Tensor]] = None) -> torch.Tensor:
         """
         Args:
             x: (B, T, C, h, w) aggregated cost features.
             clip_guidance: one (B, W, h, w) map of CLIP tokens per stage.
+            run: ``run(stage, y, g)`` runs a stage (default: ``stage(y, g)``); the head passes
+                its activation checkpointing here.
 
         Returns:
             (B, T, 2^S·h, 2^S·w) logits, S the number of stages.
@@ -107,6 +110,7 @@ class GuidedDecoder(nn.Module):
         y = x.flatten(0, 1)
         for stage, upsample, project, g in zip(self.stages, self.guidance_upsamplers,
                                                self.guidance_projections, clip_guidance):
-            y = stage(y, F.relu(project(upsample(g))))
+            g = F.relu(project(upsample(g)))
+            y = run(stage, y, g) if run is not None else stage(y, g)
         y = self.predictor(y)
         return y.view(B, T, *y.shape[-2:])
