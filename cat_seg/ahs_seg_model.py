@@ -24,6 +24,7 @@ The vocabulary is the training dataset's ``stuff_classes`` in training; at test 
 ``prompt_classes`` (PAS-20b) or else ``stuff_classes`` of the dataset named by each input's
 ``"dataset_name"``, unless :meth:`AHSSeg.set_vocabulary` fixed one.
 """
+import contextlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -288,8 +289,9 @@ class AHSSeg(nn.Module):
             targets = torch.stack([x["sem_seg"] for x in batched_inputs]).to(self.device)
             return self.training_losses(clip_images, text, targets, class_names)
         dtype = TEST_PRECISIONS[self.test_precision]
-        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16,
-                            enabled=dtype is not None):
+        # float32 enters no autocast context: one the caller opened stays in force.
+        with (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
+              else contextlib.nullcontext()):
             if self.sliding_window:
                 results = [{"sem_seg": self.inference_sliding_window(x, text)}
                            for x in batched_inputs]

@@ -7,8 +7,8 @@
 Builds the config's model once (random CLIP weights unless ``--keep-clip-weights``, seeded head:
 the differences depend on the arithmetic, not on training), runs the model's own test-time path
 on ``--images`` random images with a ``--num-classes`` vocabulary on the CPU in fp32 (the
-reference), then on ``--device`` in fp32 (TF32 off) and under bf16 / fp16 autocast (fp16 on GPU
-only), timing each. Prints one markdown row per run: max |score difference| to the CPU fp32
+reference), then on ``--device`` in fp32 (TF32 off) and with the model's ``TEST.PRECISION``
+bf16 / fp16 (fp16 on GPU only), timing each. Prints one markdown row per run: max |score difference| to the CPU fp32
 scores (scores are the sigmoid probabilities the evaluation takes the argmax of), the fraction
 of pixels whose predicted class changes, and seconds per image. On the CPU, fp32 against itself
 is the check that runs are deterministic (0).
@@ -27,25 +27,23 @@ import torch
 from cat_seg.analysis.measure import build_analysis_model, load_config, test_input, vocabulary
 from cat_seg.utils.allocator import reuse_freed_memory
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Short name -> the model's TEST.PRECISION.
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def scores_of(model, inputs: List[Dict], dtype) -> List[torch.Tensor]:
-    device = next(model.parameters()).device
-    outputs = []
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.bfloat16,
-                                         enabled=dtype is not None):
-        for x in inputs:
-            outputs.append(model([x])[0]["sem_seg"].float().cpu())
-    return outputs
+def scores_of(model, inputs: List[Dict], precision: str) -> List[torch.Tensor]:
+    """The model's scores of ``inputs`` with TEST.PRECISION = ``precision``."""
+    model.test_precision = precision
+    with torch.no_grad():
+        return [model([x])[0]["sem_seg"].cpu() for x in inputs]
 
 
-def timed_scores(model, inputs, dtype, device: torch.device):
-    scores_of(model, inputs[:1], dtype)  # warm-up
+def timed_scores(model, inputs, precision: str, device: torch.device):
+    scores_of(model, inputs[:1], precision)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    scores = scores_of(model, inputs, dtype)
+    scores = scores_of(model, inputs, precision)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return scores, (time.perf_counter() - start) / len(inputs)
@@ -77,7 +75,7 @@ def main(argv=None) -> List[Dict]:
     model.set_vocabulary(vocabulary(args.num_classes))
     size = args.image_size or cfg.MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION
     inputs_cpu = [test_input(size, torch.device("cpu"), seed=i) for i in range(args.images)]
-    reference, reference_s = timed_scores(model, inputs_cpu, None, torch.device("cpu"))
+    reference, reference_s = timed_scores(model, inputs_cpu, "float32", torch.device("cpu"))
     if device.type != "cpu":
         model = copy.deepcopy(model).to(device)
         model.set_vocabulary(vocabulary(args.num_classes))
@@ -89,10 +87,9 @@ def main(argv=None) -> List[Dict]:
     print("| device | precision | max abs score diff | pixels whose class changes | s / image |")
     print("|---|---|---|---|---|")
     for name in precisions:
-        dtype = PRECISIONS[name]
         if name == "fp16" and device.type == "cpu":
             raise SystemExit("fp16 autocast is a GPU precision; use bf16 on the CPU")
-        scores, seconds = timed_scores(model, inputs, dtype, device)
+        scores, seconds = timed_scores(model, inputs, PRECISIONS[name], device)
         diff = max((s - r).abs().max().item() for s, r in zip(scores, reference))
         changed = statistics.mean((s.argmax(0) != r.argmax(0)).float().mean().item()
                                   for s, r in zip(scores, reference))

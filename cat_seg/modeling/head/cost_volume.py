@@ -20,7 +20,11 @@ def cosine_cost_volume(dense: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     if dense.shape[0] != text.shape[0] or dense.shape[1] != text.shape[-1]:
         raise ValueError(f"dense {tuple(dense.shape)} (B,D,h,w) and text {tuple(text.shape)} "
                          "(B,T,P,D) disagree on the batch size or the embedding width D")
-    return torch.einsum("bdhw,btpd->bpthw", F.normalize(dense, dim=1), F.normalize(text, dim=-1))
+    dense = F.normalize(dense, dim=1)
+    # Text embeddings cached in float32 meet bf16 / fp16 image features under autocast, which
+    # does not cover einsum: one dtype for both.
+    text = F.normalize(text, dim=-1).to(dense.dtype)
+    return torch.einsum("bdhw,btpd->bpthw", dense, text)
 
 
 def select_top_classes(cost: torch.Tensor, k: int) -> torch.Tensor:
