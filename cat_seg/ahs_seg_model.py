@@ -38,12 +38,14 @@ from torch import nn
 from .modeling.clip import build_clip_backbone
 from .modeling.head import CATSegHead  # noqa: F401  (registers the default MODEL.SEM_SEG_HEAD.NAME)
 from .data.vocabulary import dataset_vocabulary
+from .engine.train_loop import AMP_PRECISIONS
 from .modeling.hyperspherical import AHSContext, AHSModule, build_ahs_modules
 from .utils.device import module_device
 
 
-# TEST.PRECISION -> autocast dtype of inference (None: plain float32).
-TEST_PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# TEST.PRECISION -> autocast dtype of inference (None: plain float32); the autocast precisions
+# are training's (SOLVER.AMP.PRECISION).
+TEST_PRECISIONS = {"float32": None, **AMP_PRECISIONS}
 
 
 @META_ARCH_REGISTRY.register()

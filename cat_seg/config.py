@@ -116,14 +116,15 @@ def add_ahs_config(cfg: CN) -> None:
     # Sliding-window inference: the image is resized to OUT_RES, cut in crops of
     # SLIDING_WINDOW_CROP pixels with this overlap, and a global view is averaged in.
     cfg.TEST.SLIDING_WINDOW = False
-    # Arithmetic of inference: "float32", or "bfloat16" / "float16" autocast (faster on GPUs;
-    # docs/benchmarks.md gives the accuracy cost; float16 needs a GPU).
-    cfg.TEST.PRECISION = "float32"
     cfg.TEST.SLIDING_WINDOW_OVERLAP = 0.333
     cfg.TEST.SLIDING_WINDOW_OUT_RES = [640, 640]
     # Side in pixels of the sliding-window crops (each crop is then resized to CLIP_RESOLUTION;
     # CAT-Seg uses 384 for ViT-B/16 and ViT-L/14@336px alike).
     cfg.TEST.SLIDING_WINDOW_CROP = 384
+    # Arithmetic of inference: "float32", or "bfloat16" / "float16" autocast (they pay off on
+    # GPUs; a CPU without bf16/fp16 instructions emulates them, slower; docs/benchmarks.md gives
+    # the accuracy cost).
+    cfg.TEST.PRECISION = "float32"
     # Benchmarks (short names) that eval_ahs.sh / tools/eval_benchmarks.py evaluate by default.
     cfg.TEST.BENCHMARKS = ["A-847", "PC-459", "A-150", "PC-59", "PAS-20", "PAS-20b"]
     # eval_ahs.sh also scores the frozen CLIP alone (adapters bypassed, no head: argmax of the

@@ -28,15 +28,19 @@ import torch
 import torch.nn.functional as F
 
 
-def _phase_taps(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _phase_taps() -> torch.Tensor:
     """S[a, r, d, P] = 1 when 3x3 tap ``d`` of output phase ``a`` reads row ``r`` of the 2x2
     window on ``x_pad`` through row ``P`` of the transposed kernel (same table for columns)."""
-    taps = torch.zeros(2, 2, 3, 2, device=device, dtype=dtype)
+    taps = torch.zeros(2, 2, 3, 2)
     for a in range(2):
         for d in range(3):
             offset = a + d - 1  # u row 2i + offset, offset ∈ {-1, 0, 1, 2}
             taps[a, offset // 2 + 1 - a, d, offset % 2] = 1
     return taps
+
+
+# A constant of the geometry: built once, moved to the weights' device and dtype per call.
+_PHASE_TAPS = _phase_taps()
 
 
 def conv3x3_of_upsampled(x: torch.Tensor, up_weight: torch.Tensor,
@@ -56,7 +60,7 @@ def conv3x3_of_upsampled(x: torch.Tensor, up_weight: torch.Tensor,
     if tuple(up_weight.shape[2:]) != (2, 2) or tuple(conv_weight.shape[2:]) != (3, 3):
         raise ValueError(f"expected a 2x2 transposed kernel and a 3x3 kernel, got "
                          f"{tuple(up_weight.shape)} and {tuple(conv_weight.shape)}")
-    taps = _phase_taps(x.device, conv_weight.dtype)
+    taps = _PHASE_TAPS.to(conv_weight.device, conv_weight.dtype)
     # (C_out, C_in, 3, 3, 2, 2): every (3x3 tap, transposed-kernel tap) pair, then sorted into
     # the 2x2 windows of the four phases.
     pairs = torch.einsum("oude,cuPQ->ocdePQ", conv_weight, up_weight)
