@@ -75,9 +75,11 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.OFT_VISION_CAYLEY = False
     # Prompt templates: "single" ("A photo of a {} in the scene") or "imagenet" (80 templates).
     cfg.MODEL.SEM_SEG_HEAD.PROMPT_ENSEMBLE_TYPE = "single"
-    # Training memory: recompute CLIP's block activations in the backward pass instead of
-    # keeping them (activation checkpointing; same gradients, about one more CLIP forward).
-    cfg.MODEL.SEM_SEG_HEAD.CLIP_ACTIVATION_CHECKPOINTING = False
+    # Training memory: what each CLIP block keeps for the backward pass (activation
+    # checkpointing; same gradients): "none" (everything), "selective" (the outputs of matrix
+    # products and attention; norms, activations, additions are recomputed) or "full" (the
+    # block's input; about one more CLIP forward). docs/benchmarks.md gives the costs.
+    cfg.MODEL.SEM_SEG_HEAD.CLIP_ACTIVATION_CHECKPOINTING = "none"
 
     # ------------------------------------------------------------------ model: CAT-Seg head
     # Registered name of the segmentation head (built with the CLIP backbone's dimensions).
@@ -107,10 +109,10 @@ def add_ahs_config(cfg: CN) -> None:
     # Classes are padded to this many with learned tokens; with more, each image keeps its
     # top-k classes by CLIP similarity and the rest get logit -100.
     cfg.MODEL.SEM_SEG_HEAD.CLASS_PAD_LEN = 256
-    # Training memory: keep only the input of every aggregation layer and decoder stage and
-    # recompute the rest in the backward pass (activation checkpointing; same gradients, about
-    # one more head forward per step).
-    cfg.MODEL.SEM_SEG_HEAD.ACTIVATION_CHECKPOINTING = False
+    # Training memory: what each Swin block, class aggregation and decoder stage keeps for the
+    # backward pass, as CLIP_ACTIVATION_CHECKPOINTING: "none", "selective" or "full" (about one
+    # more head forward per step).
+    cfg.MODEL.SEM_SEG_HEAD.ACTIVATION_CHECKPOINTING = "none"
 
     # ------------------------------------------------------------------ test protocol
     # Sliding-window inference: the image is resized to OUT_RES, cut in crops of

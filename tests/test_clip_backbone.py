@@ -48,13 +48,13 @@ def test_build_from_config_reads_every_key(make_cfg):
         head + "CLIP_RESOLUTION": 64, head + "CLIP_GUIDANCE_LAYERS": [2, 0],
         head + "CLIP_FINETUNE": "oft_both", head + "OFT_BLOCK_SIZE": 64,
         head + "OFT_VISION_CAYLEY": True, head + "PROMPT_ENSEMBLE_TYPE": "imagenet",
-        head + "CLIP_ACTIVATION_CHECKPOINTING": True})
+        head + "CLIP_ACTIVATION_CHECKPOINTING": "selective"})
     backbone = build_clip_backbone(cfg)
     assert isinstance(backbone, CLIPBackbone)
     assert (backbone.embed_dim, backbone.vision_width, backbone.resolution) == (64, 128, 64)
     assert (backbone.patch_size, backbone.grid_size, backbone.num_prompts) == (16, (4, 4), 80)
     assert backbone.guidance_layers == (2, 0) and backbone.finetune == "oft_both"
-    assert backbone.activation_checkpointing
+    assert backbone.activation_checkpointing == "selective"
     assert backbone.adapter.block_size == 64 and backbone.adapter.vision_cayley
     assert backbone.pixel_mean == pytest.approx(OPENAI_MEAN_255)
     assert backbone.pixel_std == pytest.approx(OPENAI_STD_255)

@@ -12,30 +12,7 @@ from cat_seg.modeling.head.cost_volume import cosine_cost_volume
 from cat_seg.modeling.head.spatial_aggregation import (GuidedSwinBlock, SpatialAggregation,
                                                       shifted_window_mask, window_merge,
                                                       window_partition)
-
-# A tiny head: D=16, W=24, 8x8 grid, hidden 32, 4 heads, window 4 (shift 2).
-TINY = dict(embed_dim=16, clip_width=24, grid_size=(8, 8), num_templates=2, hidden_dim=32,
-            text_guidance_proj_dim=8, appearance_guidance_proj_dim=8, decoder_dims=(32, 16),
-            decoder_guidance_dims=(16, 8), decoder_guidance_proj_dims=(8, 4), num_layers=2,
-            num_heads=4, pooling_size=(2, 2), window_size=4, class_pad_len=8)
-
-
-def tiny_inputs(B=2, T=5, P=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    dense = torch.randn(B, 16, 8, 8, generator=g)
-    text = F.normalize(torch.randn(T, P, 16, generator=g), dim=-1)
-    guidance = [torch.randn(B, 24, 8, 8, generator=g) for _ in range(2)]
-    return dense, text, guidance
-
-
-def randomized(module, seed=0):
-    """Random values everywhere (padding tokens start at 0 and would hide their role)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return module
-
+from helpers.head import TINY, randomized, tiny_inputs
 
 def test_vitb16_head_has_the_reference_parameter_count():
     # ViT-B/16 at 384 px: D=512, W=768, 24x24 grid, one template; CAT-Seg's aggregator

@@ -51,9 +51,10 @@ step "ViT-B/16 @ 384, training step under fp16 autocast + GradScaler" vitb_train
 step "ViT-B/16 @ 384, training step under bf16 autocast" vitb_train_bf16 \
     --config-file "$VITB" --no-inference --no-flops --train-warmup 2 --train-iters 5 \
     --opts SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION bfloat16
-step "ViT-B/16 @ 384, CLIP activation checkpointing: training memory" vitb_train_ckpt \
-    --config-file "$VITB" --no-inference --no-flops --train-warmup 2 --train-iters 5 \
-    --opts MODEL.SEM_SEG_HEAD.CLIP_ACTIVATION_CHECKPOINTING True
+step "ViT-B/16 @ 384, selective activation checkpointing (CLIP and head): training memory" \
+    vitb_train_ckpt --config-file "$VITB" --no-inference --no-flops --train-warmup 2 \
+    --train-iters 5 --opts MODEL.SEM_SEG_HEAD.CLIP_ACTIVATION_CHECKPOINTING selective \
+    MODEL.SEM_SEG_HEAD.ACTIVATION_CHECKPOINTING selective
 step "Test protocol (sliding window), ViT-B/16 @ 384: one 640² image" vitb_eval \
     --config-file "$VITB" --image-size 640 --no-train --no-flops --warmup 3 --iters 10 \
     --opts "${PROTOCOL[@]}"

@@ -322,8 +322,13 @@ def measure_inference(models: Sequence[nn.Module], class_names: Sequence[str], i
 def measure_training_step(model: nn.Module, cfg, batch_size: int = 1, warmup: int = 1,
                           iters: int = 3) -> Dict[str, Any]:
     """Median time of forward + backward + optimizer step on a synthetic batch, and the peak
-    memory of the last warm-up step (of an extra step when ``warmup`` is 0; the first step also
-    allocates the optimizer's state). Leaves the model in training mode with changed weights."""
+    memory over all the steps, warm-up and timed (at least two steps are run).
+
+    The peak spans every step because it is not reached in the first one: the first step also
+    allocates the optimizer's state, and on a CPU with freed memory kept for reuse
+    (:mod:`cat_seg.utils.allocator`) the resident set keeps growing over the first steps until
+    the heap's layout settles (ViT-B on a 2-core CPU: 10,498 MiB in the first step, 11,999 MiB over four; docs/benchmarks.md).
+    Leaves the model in training mode with changed weights."""
     from ..engine import build_optimizer
 
     device = module_device(model)
@@ -346,11 +351,10 @@ def measure_training_step(model: nn.Module, cfg, batch_size: int = 1, warmup: in
         scaler.step(optimizer)
         scaler.update()
 
-    for _ in range(warmup - 1):
-        step()
     with PeakMemory(device) as memory:
-        step()
-    walls, cpus = zip(*(timed(step, device) for _ in range(iters)))
+        for _ in range(max(warmup, 2 - iters)):
+            step()
+        walls, cpus = zip(*(timed(step, device) for _ in range(iters)))
     return {**timing_summary(walls, cpus), "iters": iters, "warmup": warmup, "batch_size": batch_size,
             "crop": list(batch[0]["image"].shape[-2:]), "num_classes": num_classes,
             "amp": cfg.SOLVER.AMP.PRECISION if amp else None, "memory": memory.result()}

@@ -64,6 +64,7 @@ from detectron2.config import configurable
 from torch import nn
 
 from ...utils.device import module_device
+from ..activation_checkpointing import check_mode
 from .architectures import CLIPArchitecture, resolve_architecture
 from .blocks import ProjectionWeights, SplitQKVSelfAttention
 from .checkpoint import (WeightsSource, convert_clip_state_dict, load_clip_weights, read_checkpoint,
@@ -104,7 +105,7 @@ class CLIPBackbone(nn.Module):
         oft_block_size: int = 128,
         oft_vision_cayley: bool = False,
         prompt_ensemble: str = "single",
-        activation_checkpointing: bool = False,
+        activation_checkpointing: str = "none",
     ):
         """
         Args:
@@ -117,8 +118,9 @@ class CLIPBackbone(nn.Module):
             oft_block_size: b, the adapters' block size (``oft_both``).
             oft_vision_cayley: Cayley-parametrise the vision adapters too (``oft_both``).
             prompt_ensemble: ``"single"`` or ``"imagenet"``.
-            activation_checkpointing: in training, recompute the blocks' activations in the
-                backward pass instead of keeping them (less memory, same gradients).
+            activation_checkpointing: what each block keeps for the backward pass in training:
+                ``"none"``, ``"selective"`` or ``"full"``
+                (:mod:`cat_seg.modeling.activation_checkpointing`; same gradients).
         """
         super().__init__()
         # Every configuration check comes before any download or checkpoint read.
@@ -128,7 +130,8 @@ class CLIPBackbone(nn.Module):
         self._set_guidance_layers(arch, guidance_layers)
         self._set_prompts(arch, prompt_ensemble)
         self.finetune = finetune
-        self.activation_checkpointing = bool(activation_checkpointing)
+        self.activation_checkpointing = check_mode(
+            activation_checkpointing, "MODEL.SEM_SEG_HEAD.CLIP_ACTIVATION_CHECKPOINTING")
         adapter = self._build_adapter(arch, finetune, oft_block_size, oft_vision_cayley)
 
         source = resolve_weights(arch, weights)
@@ -236,7 +239,7 @@ class CLIPBackbone(nn.Module):
                 f"images, got {tuple(images.shape)}; resize them to CLIP_RESOLUTION first.")
         dense, guidance = encode_image_tokens(
             self.clip.visual, images, self._layer_weights(VISION), self.guidance_layers,
-            checkpointed=self.activation_checkpointing)
+            checkpointing=self.activation_checkpointing)
         batch, (h, w) = images.shape[0], self.grid_size
 
         def to_map(tokens: torch.Tensor) -> torch.Tensor:  # (B, h·w, C) -> (B, C, h, w)
@@ -262,7 +265,7 @@ class CLIPBackbone(nn.Module):
                 return hit[1]
         tokens = self._tokens(names, prompts)
         embeddings = encode_text_tokens(self.clip, tokens, self._layer_weights(TEXT),
-                                        checkpointed=self.activation_checkpointing)
+                                        checkpointing=self.activation_checkpointing)
         embeddings = F.normalize(embeddings, dim=-1).view(len(names), self.num_prompts, -1)
         if state is not None:
             _remember(self._text_cache, cache_key, (state, embeddings))

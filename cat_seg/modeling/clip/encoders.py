@@ -14,22 +14,18 @@ import math
 from typing import List, Sequence, Tuple
 
 import torch
-import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import nn
 
+from ..activation_checkpointing import run_checkpointed
 from .blocks import ProjectionWeights, dense_block_forward, residual_block_forward
 
 
 def run_block(block: nn.Module, x: torch.Tensor, weights: ProjectionWeights, causal: bool = False,
-              checkpointed: bool = False) -> torch.Tensor:
-    """:func:`residual_block_forward`; with ``checkpointed`` and autograd on, the block's
-    activations are not kept but recomputed in the backward pass (activation checkpointing:
-    same values and gradients, less training memory, one more forward of the block)."""
-    if checkpointed and torch.is_grad_enabled():
-        return torch.utils.checkpoint.checkpoint(residual_block_forward, block, x, weights, causal,
-                                                 use_reentrant=False)
-    return residual_block_forward(block, x, weights, causal=causal)
+              checkpointing: str = "none") -> torch.Tensor:
+    """:func:`residual_block_forward`, its activations kept for the backward pass as the
+    ``checkpointing`` mode says (:mod:`cat_seg.modeling.activation_checkpointing`)."""
+    return run_checkpointed(checkpointing, residual_block_forward, block, x, weights, causal)
 
 # Prompts per text-transformer call: bounds the activation memory of large vocabularies x templates
 # (A-847 x 80 templates = 67,760 prompts) without changing any result.
@@ -94,7 +90,7 @@ def encode_image_tokens(
     images: torch.Tensor,
     weights: Sequence[ProjectionWeights],
     guidance_layers: Sequence[int],
-    checkpointed: bool = False,
+    checkpointing: str = "none",
 ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """Dense patch embeddings and intermediate tokens of an open_clip ``VisionTransformer``.
 
@@ -102,7 +98,7 @@ def encode_image_tokens(
         images: (B, 3, H, W), CLIP-normalised, H and W multiples of the patch size.
         weights: one :class:`ProjectionWeights` per block.
         guidance_layers: block indices in [0, L−2] whose output patch tokens are returned.
-        checkpointed: activation checkpointing of blocks 0 … L−2 (:func:`run_block`).
+        checkpointing: activation checkpointing mode of blocks 0 … L−2 (:func:`run_block`).
     Returns:
         dense (B, h·w, D): the last block in dense mode, ``ln_post``, ``proj`` (not normalised);
         guidance: per requested layer, (B, h·w, W) patch tokens (class token dropped), in that order.
@@ -111,7 +107,7 @@ def encode_image_tokens(
     blocks = visual.transformer.resblocks
     wanted = {layer: None for layer in guidance_layers}
     for index, (block, block_weights) in enumerate(zip(blocks[:-1], weights[:-1])):
-        x = run_block(block, x, block_weights, checkpointed=checkpointed)
+        x = run_block(block, x, block_weights, checkpointing=checkpointing)
         if index in wanted:
             wanted[index] = x[:, 1:]
     dense = dense_block_forward(blocks[-1], x, weights[-1])
@@ -124,13 +120,13 @@ def encode_text_tokens(
     tokens: torch.Tensor,
     weights: Sequence[ProjectionWeights],
     truncate: bool = True,
-    checkpointed: bool = False,
+    checkpointing: str = "none",
 ) -> torch.Tensor:
     """Text embeddings (N, D), not normalised, of tokenized prompts (N, context_length).
 
     The end-of-text token has the largest id of OpenAI's vocabulary, so its position is the argmax.
     ``truncate=False`` runs all context positions (only to check the truncation);
-    ``checkpointed``: activation checkpointing of every block (:func:`run_block`).
+    ``checkpointing``: activation checkpointing mode of every block (:func:`run_block`).
     """
     outputs = []
     for chunk in tokens.split(TEXT_CHUNK):
@@ -138,7 +134,7 @@ def encode_text_tokens(
         length = int(end_of_text.max()) + 1 if truncate else chunk.shape[1]
         x = clip.token_embedding(chunk[:, :length]) + clip.positional_embedding[:length]
         for block, block_weights in zip(clip.transformer.resblocks, weights):
-            x = run_block(block, x, block_weights, causal=True, checkpointed=checkpointed)
+            x = run_block(block, x, block_weights, causal=True, checkpointing=checkpointing)
         # ln_final is per token: normalising the end-of-text tokens only gives the same values.
         x = clip.ln_final(x[torch.arange(x.shape[0], device=x.device), end_of_text])
         outputs.append(x @ clip.text_projection)

@@ -11,15 +11,15 @@
 Parameter shapes are CAT-Seg's, so its checkpoints convert by renaming alone
 (``tools/convert_checkpoint.py``).
 """
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from ..activation_checkpointing import check_mode, run_checkpointed
 from .class_aggregation import ClassAggregation
 from .cost_volume import cosine_cost_volume, gather_classes, scatter_classes, select_top_classes
 from .decoder import GuidedDecoder
@@ -39,9 +39,15 @@ class AggregationLayer(nn.Module):
                                           pad_len)
 
     def forward(self, x: torch.Tensor, appearance_guidance: torch.Tensor,
-                text_guidance: torch.Tensor) -> torch.Tensor:
-        """x: (B,T,C,h,w), appearance_guidance: (B,G_a,h,w), text_guidance: (B,T,G_t)."""
-        return self.classwise(self.spatial(x, appearance_guidance), text_guidance)
+                text_guidance: torch.Tensor,
+                run: Optional[Callable[..., torch.Tensor]] = None) -> torch.Tensor:
+        """x: (B,T,C,h,w), appearance_guidance: (B,G_a,h,w), text_guidance: (B,T,G_t).
+
+        ``run(block, *inputs)`` runs each Swin block and the class aggregation (default: a call);
+        the head passes its activation checkpointing here.
+        """
+        x = self.spatial(x, appearance_guidance, run=run)
+        return run(self.classwise, x, text_guidance) if run else self.classwise(x, text_guidance)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -67,7 +73,7 @@ class CATSegHead(nn.Module):
         pooling_size: Sequence[int] = (2, 2),
         window_size: int = 12,
         class_pad_len: int = 256,
-        activation_checkpointing: bool = False,
+        activation_checkpointing: str = "none",
     ):
         """
         Args:
@@ -85,9 +91,11 @@ class CATSegHead(nn.Module):
             pooling_size: average pooling of the grid before class aggregation.
             window_size: Swin window (the second block shifts by half of it).
             class_pad_len: length of the class sequence (padding / top-k selection); 0 = off.
-            activation_checkpointing: in training, keep only each aggregation layer's and
-                decoder stage's input and recompute the rest in the backward pass (about
-                half the training memory of the head; same gradients; one more head forward).
+            activation_checkpointing: what each Swin block, class aggregation and decoder
+                stage keeps for the backward pass in training: ``"none"`` (everything),
+                ``"selective"`` (the outputs of its matrix products, convolutions and
+                attention) or ``"full"`` (its inputs only); see
+                :mod:`cat_seg.modeling.activation_checkpointing`. Same gradients in every mode.
         """
         super().__init__()
         if class_pad_len < 0:
@@ -100,7 +108,8 @@ class CATSegHead(nn.Module):
         self.grid_size = tuple(grid_size)
         self.num_templates = num_templates
         self.class_pad_len = class_pad_len
-        self.activation_checkpointing = bool(activation_checkpointing)
+        self.activation_checkpointing = check_mode(
+            activation_checkpointing, "MODEL.SEM_SEG_HEAD.ACTIVATION_CHECKPOINTING")
         self.cost_embed = nn.Conv2d(num_templates, hidden_dim, kernel_size=7, padding=3)
         self.appearance_guidance_proj = nn.Conv2d(embed_dim, appearance_guidance_proj_dim, 3,
                                                   padding=1)
@@ -170,17 +179,15 @@ class CATSegHead(nn.Module):
         class_text = F.normalize(F.normalize(text, dim=-1).mean(dim=2), dim=-1)
         text_guidance = F.relu(self.text_guidance_proj(class_text))
         for layer in self.layers:
-            x = self._run(layer, x, appearance, text_guidance)
+            x = layer(x, appearance, text_guidance, run=self._run)
         logits = self.decoder(x, guidance, run=self._run)
         if selected is not None:
             logits = scatter_classes(logits, selected, num_classes)
         return logits
 
     def _run(self, module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
-        """``module(*inputs)``, activation-checkpointed when configured and autograd is on."""
-        if self.activation_checkpointing and torch.is_grad_enabled():
-            return checkpoint(module, *inputs, use_reentrant=False)
-        return module(*inputs)
+        """``module(*inputs)`` with the configured activation checkpointing."""
+        return run_checkpointed(self.activation_checkpointing, module, *inputs)
 
     def embed_cost(self, cost: torch.Tensor) -> torch.Tensor:
         """(B, P, T, h, w) cost volume -> (B, T, C, h, w): a 7x7 conv over each class's P maps."""

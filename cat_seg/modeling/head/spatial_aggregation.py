@@ -5,7 +5,7 @@ grid. Two Swin blocks (regular windows, then windows shifted by half a window) r
 queries and keys also see the projected CLIP image embeddings ("appearance guidance"), so that
 patches that look alike exchange matching evidence, while the values carry cost features only.
 """
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -94,9 +94,16 @@ class GuidedWindowAttention(nn.Module):
             (B, T, L, 3·dim): [q ‖ k ‖ v].
         """
         c = self.dim
-        qkv = F.linear(x, torch.cat([self.q.weight[:, :c], self.k.weight[:, :c], self.v.weight]),
-                       torch.cat([self.q.bias, self.k.bias, self.v.bias]))
+        weight = torch.cat([self.q.weight[:, :c], self.k.weight[:, :c], self.v.weight])
+        bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
         shared = F.linear(guidance, torch.cat([self.q.weight[:, c:], self.k.weight[:, c:]]))
+        if torch.is_grad_enabled():
+            # Out of place: selective activation checkpointing keeps the matrix product's output
+            # as computed, so it must not be modified. (B, 1, L, 3·dim) per-token share + biases.
+            return torch.add(F.linear(x, weight), (F.pad(shared, (0, c)) + bias).unsqueeze(1))
+        # Without autograd, in place: no second (B, T, L, 3·dim) tensor (0.75 GB for the five
+        # views of a test-protocol image at 171 classes).
+        qkv = F.linear(x, weight, bias)
         qkv[..., :2 * c] += shared.unsqueeze(1)
         return qkv
 
@@ -203,11 +210,13 @@ class SpatialAggregation(nn.Module):
         ])
         self.guidance_norm = nn.LayerNorm(guidance_dim)
 
-    def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor,
+                run: Optional[Callable[..., torch.Tensor]] = None) -> torch.Tensor:
         """
         Args:
             x: (B, T, C, h, w) embedded cost volume.
             guidance: (B, G, h, w) projected appearance guidance.
+            run: ``run(block, tokens, g)`` runs a Swin block (default: ``block(tokens, g)``).
 
         Returns:
             (B, T, C, h, w).
@@ -216,5 +225,5 @@ class SpatialAggregation(nn.Module):
         tokens = x.permute(0, 1, 3, 4, 2).reshape(B, T, H * W, C)
         g = self.guidance_norm(guidance.flatten(2).transpose(1, 2))  # (B, h·w, G)
         for block in self.blocks:
-            tokens = block(tokens, g)
+            tokens = run(block, tokens, g) if run else block(tokens, g)
         return tokens.view(B, T, H, W, C).permute(0, 1, 4, 2, 3)
