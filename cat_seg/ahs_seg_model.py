@@ -268,8 +268,11 @@ class AHSSeg(nn.Module):
                 "dataset's stuff_classes and MODEL.SEM_SEG_HEAD.IGNORE_VALUE")
         logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",
                                align_corners=False)
-        one_hot = F.one_hot(torch.where(valid, targets, 0).long(), num_classes)
-        one_hot = (one_hot * valid.unsqueeze(-1)).permute(0, 3, 1, 2).to(logits.dtype)
+        # Built as booleans, (B, T, H, W), then cast once: this runs at the training step's
+        # memory peak (every activation is still kept), where an int64 one-hot of 171 classes at
+        # 384² would add two 192 MiB temporaries.
+        classes = torch.arange(num_classes, device=targets.device).view(1, -1, 1, 1)
+        one_hot = ((targets.unsqueeze(1) == classes) & valid.unsqueeze(1)).to(logits.dtype)
         return {"loss_sem_seg": F.binary_cross_entropy_with_logits(logits, one_hot)}
 
     def forward(self, batched_inputs: List[Dict]):
