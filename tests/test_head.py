@@ -10,9 +10,8 @@ from cat_seg.modeling.head import CATSegHead
 from cat_seg.modeling.head.class_aggregation import ClassAggregation, linear_attention
 from cat_seg.modeling.head.cost_volume import cosine_cost_volume
 from cat_seg.modeling.head.spatial_aggregation import (GuidedSwinBlock, SpatialAggregation,
-                                                      shifted_window_mask, window_merge,
-                                                      window_partition)
-from helpers.head import TINY, randomized, tiny_inputs
+                                                      shifted_window_mask, window_partition)
+from helpers.head import TINY, randomized, tiny_inputs, window_merge
 
 def test_vitb16_head_has_the_reference_parameter_count():
     # ViT-B/16 at 384 px: D=512, W=768, 24x24 grid, one template; CAT-Seg's aggregator

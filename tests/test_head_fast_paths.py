@@ -12,17 +12,9 @@ import torch.nn.functional as F
 
 from cat_seg.modeling.head.decoder import GuidedUpsampling
 from cat_seg.modeling.head.spatial_aggregation import (GuidedSwinBlock, shifted_window_mask,
-                                                      window_merge, window_order,
-                                                      window_partition)
+                                                      window_order, window_partition)
 from cat_seg.modeling.head.upsample_conv import conv3x3_of_upsampled, conv3x3_of_upsampled_bias
-
-
-def _randomized(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.5)
-    return module
+from helpers.head import randomized, window_merge
 
 
 @pytest.mark.parametrize("shape", [(3, 8, 5, 4, 4, 6), (1, 6, 3, 16, 5, 3)])
@@ -41,7 +33,7 @@ def test_conv3x3_of_upsampled_equals_transposed_then_3x3_convolution(shape):
 
 
 def test_guided_upsampling_equals_concatenated_guidance_then_double_conv():
-    stage = _randomized(GuidedUpsampling(24, 16, 8)).double()
+    stage = randomized(GuidedUpsampling(24, 16, 8), scale=0.5).double()
     x, guidance = torch.randn(2 * 3, 24, 5, 4).double(), torch.randn(2, 8, 10, 8).double()
     u = stage.up(x)
     concatenated = torch.cat([u, guidance.repeat_interleave(3, dim=0)], dim=1)  # (B·T, 24, ..)
@@ -63,7 +55,8 @@ def test_window_order_is_roll_then_window_partition(shift):
 def test_swin_block_equals_rolled_window_attention(shift):
     torch.manual_seed(0)
     H, W, window, C, G, heads = 8, 8, 4, 16, 6, 2
-    block = _randomized(GuidedSwinBlock(C, G, (H, W), heads, window, shift)).double().eval()
+    block = GuidedSwinBlock(C, G, (H, W), heads, window, shift)
+    block = randomized(block, scale=0.5).double().eval()
     B, T = 2, 3
     x, guidance = torch.randn(B, T, H * W, C).double(), torch.randn(B, H * W, G).double()
     # Textbook: concatenate the guidance, roll, partition, attend, merge, roll back.

@@ -327,7 +327,8 @@ def measure_training_step(model: nn.Module, cfg, batch_size: int = 1, warmup: in
     The peak spans every step because it is not reached in the first one: the first step also
     allocates the optimizer's state, and on a CPU with freed memory kept for reuse
     (:mod:`cat_seg.utils.allocator`) the resident set keeps growing over the first steps until
-    the heap's layout settles (ViT-B on a 2-core CPU: 10,498 MiB in the first step, 11,999 MiB over four; docs/benchmarks.md).
+    the heap's layout settles (ViT-B on a 2-core CPU: 10,498 MiB in the first step, 11,999 MiB
+    over four; docs/benchmarks.md).
     Leaves the model in training mode with changed weights."""
     from ..engine import build_optimizer
 

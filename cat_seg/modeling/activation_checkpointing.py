@@ -24,7 +24,8 @@ import functools
 from typing import Any, Callable
 
 import torch
-from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+from torch.utils.checkpoint import (CheckpointPolicy, checkpoint,
+                                    create_selective_checkpoint_contexts)
 
 MODES = ("none", "selective", "full")
 
@@ -48,7 +49,9 @@ def check_mode(mode: str, key: str) -> str:
 
 
 def _keep_costly_outputs(ctx, op, *args, **kwargs) -> CheckpointPolicy:
-    return CheckpointPolicy.MUST_SAVE if op in KEPT_OPERATIONS else CheckpointPolicy.PREFER_RECOMPUTE
+    if op in KEPT_OPERATIONS:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
 
 
 def run_checkpointed(mode: str, fn: Callable[..., Any], *inputs: Any) -> Any:
@@ -56,11 +59,10 @@ def run_checkpointed(mode: str, fn: Callable[..., Any], *inputs: Any) -> Any:
 
     Outside autograd (inference, ``torch.no_grad()``) every mode is a plain call.
     """
+    check_mode(mode, "activation checkpointing mode")
     if mode == "none" or not torch.is_grad_enabled():
         return fn(*inputs)
     if mode == "full":
         return checkpoint(fn, *inputs, use_reentrant=False)
-    if mode == "selective":
-        return checkpoint(fn, *inputs, use_reentrant=False, context_fn=functools.partial(
-            create_selective_checkpoint_contexts, _keep_costly_outputs))
-    raise ValueError(f"activation checkpointing mode {mode!r}: expected one of {MODES}")
+    return checkpoint(fn, *inputs, use_reentrant=False, context_fn=functools.partial(
+        create_selective_checkpoint_contexts, _keep_costly_outputs))  # "selective"

@@ -17,10 +17,19 @@ def tiny_inputs(B=2, T=5, P=2, seed=0):
     return dense, text, guidance
 
 
-def randomized(module, seed=0):
-    """Random values everywhere (padding tokens start at 0 and would hide their role)."""
+def randomized(module, seed=0, scale=0.2):
+    """Random N(0, scale²) values everywhere (padding tokens start at 0 and would hide their
+    role)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
     return module
+
+
+def window_merge(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of ``window_partition``, (N·nW, window², C) -> (N, H, W, C): the textbook Swin's
+    merge, kept as the tests' reference (the model no longer merges windows)."""
+    C = windows.shape[-1]
+    x = windows.view(-1, height // window, width // window, window, window, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, C)

@@ -25,13 +25,6 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, C)
 
 
-def window_merge(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: (N·nW, window², C) -> (N, H, W, C)."""
-    C = windows.shape[-1]
-    x = windows.view(-1, height // window, width // window, window, window, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, C)
-
-
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
     """Attention bias (nW, window², window²) of the cyclically shifted windows.
 
