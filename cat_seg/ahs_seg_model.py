@@ -40,6 +40,7 @@ from .modeling.head import CATSegHead  # noqa: F401  (registers the default MODE
 from .data.vocabulary import dataset_vocabulary
 from .engine.train_loop import AMP_PRECISIONS
 from .modeling.hyperspherical import AHSContext, AHSModule, build_ahs_modules
+from .modeling.segmentation_loss import upsampled_bce_with_logits
 from .utils.device import module_device
 
 
@@ -266,14 +267,9 @@ class AHSSeg(nn.Module):
                 f"label value {int(bad[0])} is neither a class index of the {num_classes}-class "
                 f"training vocabulary nor the ignore value {self.ignore_value}; check the "
                 "dataset's stuff_classes and MODEL.SEM_SEG_HEAD.IGNORE_VALUE")
-        logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",
-                               align_corners=False)
-        # Built as booleans, (B, T, H, W), then cast once: this runs at the training step's
-        # memory peak (every activation is still kept), where an int64 one-hot of 171 classes at
-        # 384² would add two 192 MiB temporaries.
-        classes = torch.arange(num_classes, device=targets.device).view(1, -1, 1, 1)
-        one_hot = ((targets.unsqueeze(1) == classes) & valid.unsqueeze(1)).to(logits.dtype)
-        return {"loss_sem_seg": F.binary_cross_entropy_with_logits(logits, one_hot)}
+        # A few classes at a time: the (B, T, H, W) upsampled scores and targets are never all
+        # held, which matters here, at the training step's memory peak (segmentation_loss.py).
+        return {"loss_sem_seg": upsampled_bce_with_logits(logits, targets, self.ignore_value)}
 
     def forward(self, batched_inputs: List[Dict]):
         """
