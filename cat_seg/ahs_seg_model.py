@@ -267,8 +267,8 @@ class AHSSeg(nn.Module):
                 f"label value {int(bad[0])} is neither a class index of the {num_classes}-class "
                 f"training vocabulary nor the ignore value {self.ignore_value}; check the "
                 "dataset's stuff_classes and MODEL.SEM_SEG_HEAD.IGNORE_VALUE")
-        # A few classes at a time: the (B, T, H, W) upsampled scores and targets are never all
-        # held, which matters here, at the training step's memory peak (segmentation_loss.py).
+        # A few classes at a time: the (B, T, H, W) upsampled scores and targets are never
+        # allocated whole (segmentation_loss.py says what that saves).
         return {"loss_sem_seg": upsampled_bce_with_logits(logits, targets, self.ignore_value)}
 
     def forward(self, batched_inputs: List[Dict]):

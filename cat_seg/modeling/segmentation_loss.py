@@ -9,15 +9,18 @@ which is ``F.binary_cross_entropy_with_logits(U, Y)`` written with ``softplus(x)
 Its gradient is ``∂loss/∂U = (σ(U) − Y) / N`` with N = B·T·H·W, carried back to ``L`` by the
 bilinear upsampling's adjoint.
 
-Written out plainly, the loss holds several (B, T, H, W) tensors at the training step's memory
-peak — the upsampled logits and the float one-hot targets kept for the backward pass, plus the
-temporaries of the BCE and of its gradient; at 171 classes and 384² each is 100 MB per image.
-:class:`UpsampledBCEWithLogits` keeps only ``L`` and the labels, and computes the loss and its
-gradient over chunks of classes, re-upsampling each chunk in the backward pass (the upsampling is
-a small part of the step). The values are the same up to the order of summation.
+Written out plainly, the loss allocates a dozen (B, T, H, W) tensors, 100 MB per image each at
+171 classes and 384²: the upsampled logits and the float one-hot targets, kept for the backward
+pass, and the temporaries of the BCE and of its gradient. On a CPU, where freed memory is kept for
+reuse (:mod:`cat_seg.utils.allocator`), such blocks leave holes in the heap that later requests do
+not fit, and the resident peak grows (docs/benchmarks.md, third sitting: −0.3 to −0.8 GB with
+activation checkpointing). :class:`UpsampledBCEWithLogits` keeps only ``L`` and the labels, and
+computes the loss and its gradient over chunks of classes, re-upsampling each chunk in the
+backward pass (the upsampling is a small part of the step). The values are the same up to the order of summation.
 """
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 # Elements of one (B, classes, H, W) chunk: 4 Mi fp32 values, 16 MiB per temporary.
 CHUNK_ELEMENTS = 1 << 22
@@ -51,6 +54,7 @@ class UpsampledBCEWithLogits(torch.autograd.Function):
         return total / (labels.numel() * logits.shape[1])
 
     @staticmethod
+    @once_differentiable  # the loss is differentiated once, by the training step
     def backward(ctx, grad_loss: torch.Tensor):
         logits, labels = ctx.saved_tensors
         scale = grad_loss.to(_compute_dtype(logits)) / (labels.numel() * logits.shape[1])
