@@ -116,7 +116,8 @@ def test_checkpointing_changes_nothing_without_autograd():
 def test_an_unknown_mode_is_refused_with_the_key_and_the_choices():
     assert check_mode("selective", "KEY") == "selective" and MODES == ("none", "selective", "full")
     for bad in ("partial", True, "Full"):
-        with pytest.raises(ValueError, match=r"MODEL\.SEM_SEG_HEAD\.ACTIVATION_CHECKPOINTING.*'none'"):
+        with pytest.raises(ValueError,
+                           match=r"MODEL\.SEM_SEG_HEAD\.ACTIVATION_CHECKPOINTING.*'none'"):
             CATSegHead(**TINY, activation_checkpointing=bad)
     with pytest.raises(ValueError, match="CLIP_ACTIVATION_CHECKPOINTING"):
         tiny_backbone(activation_checkpointing=False)

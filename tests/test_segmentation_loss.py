@@ -1,4 +1,4 @@
-"""cat_seg.modeling.segmentation_loss: CAT-Seg's BCE of upsampled scores, a few classes at a time."""
+"""cat_seg.modeling.segmentation_loss: CAT-Seg's BCE of upsampled scores, by chunks of classes."""
 import pytest
 import torch
 import torch.nn.functional as F

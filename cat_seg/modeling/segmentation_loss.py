@@ -16,7 +16,8 @@ reuse (:mod:`cat_seg.utils.allocator`), such blocks leave holes in the heap that
 not fit, and the resident peak grows (docs/benchmarks.md, third sitting: −0.3 to −0.8 GB with
 activation checkpointing). :class:`UpsampledBCEWithLogits` keeps only ``L`` and the labels, and
 computes the loss and its gradient over chunks of classes, re-upsampling each chunk in the
-backward pass (the upsampling is a small part of the step). The values are the same up to the order of summation.
+backward pass (the upsampling is a small part of the step). The values are the same up to the
+order of summation.
 """
 import torch
 import torch.nn.functional as F
@@ -63,9 +64,10 @@ class UpsampledBCEWithLogits(torch.autograd.Function):
         with torch.autocast(logits.device.type, enabled=False):
             for start, upsampled, targets in _chunks(logits, labels, ctx.ignore_value, ctx.chunk):
                 grad_upsampled = upsampled.sigmoid_().sub_(targets.to(upsampled.dtype)).mul_(scale)
-                stop = start + upsampled.shape[1]
-                grad_logits[:, start:stop] = torch.ops.aten.upsample_bilinear2d_backward(
-                    grad_upsampled, size, list(logits[:, start:stop].shape), False)
+                logits_size = [*upsampled.shape[:2], *logits.shape[-2:]]  # the chunk's (B, k, h, w)
+                grad_chunk = torch.ops.aten.upsample_bilinear2d_backward(
+                    grad_upsampled, size, logits_size, False)
+                grad_logits[:, start:start + grad_chunk.shape[1]] = grad_chunk
         return grad_logits, None, None, None
 
 
