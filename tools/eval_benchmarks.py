@@ -1,37 +1,13 @@
 #!/usr/bin/env python
-"""Evaluate one model on several benchmarks with the test protocol and write a results table.
+"""Evaluate one model on several benchmarks: ``ahs-seg eval`` (cat_seg/cli/evaluate.py), same
+arguments.
 
-    python tools/eval_benchmarks.py --config-file CFG --weights W --output OUT \
+    python tools/eval_benchmarks.py --config-file CFG --weights W --output OUT \\
         [--benchmarks A-847,PC-459,...] [--skip-missing] [--vis N] [--num-gpus N] [KEY VALUE ...]
-
-Writes OUT/results.json (every metric of every benchmark), OUT/results.md (mIoU per benchmark
-plus their mean, the chance level and, with TEST.FROZEN_CLIP_REFERENCE, the frozen CLIP's
-zero-shot mIoU), OUT/sem_seg_per_class_<dataset>.csv and, with --vis N, N pictures per benchmark
-under OUT/vis/ (image | ground truth | prediction, with a class legend).
-The benchmarks default to the config's TEST.BENCHMARKS. All of them are checked before the model
-runs: a missing one is reported with its reason and the run stops unless --skip-missing.
-The work is cat_seg.engine.benchmarks'.
 """
-import argparse
-
-from cat_seg.engine.benchmarks import launch_evaluation
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("--weights", required=True, help="checkpoint (.pth) to evaluate")
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--benchmarks", default="", help="comma-separated short names")
-    parser.add_argument("--skip-missing", action="store_true")
-    parser.add_argument("--vis", type=int, default=0, help="pictures per benchmark")
-    parser.add_argument("--num-gpus", type=int, default=1)
-    parser.add_argument("--num-machines", type=int, default=1)
-    parser.add_argument("--machine-rank", type=int, default=0)
-    parser.add_argument("--dist-url", default="auto")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args(argv)
-
+from cat_seg.cli.evaluate import main, parse_args  # noqa: F401
+from cat_seg.utils.console import prepare_entry_point
 
 if __name__ == "__main__":
-    launch_evaluation(parse_args())
+    prepare_entry_point()
+    main()

@@ -29,3 +29,42 @@ def check_output_dir(path: str, what: str = "output folder") -> str:
         raise OSError(f"the {what} {path} cannot be created or written ({reason}); choose a "
                       "folder you can write to (check its permissions and free space)") from None
     return path
+
+
+# ------------------------------------------------------------------ where shipped files are
+#
+# A command may start in any folder. Paths the user types (``--config-file my.yaml``) mean what
+# they mean in the shell: relative to the current folder. The files this project ships
+# (``configs/...``, ``pretrained/...``, named on a command line or inside a YAML, as in
+# ``CLIP_WEIGHTS: "pretrained/ahs_tiny16_synthetic.pt"``) are found in the repository when the
+# current folder has no such file. A YAML's ``_BASE_`` is relative to that YAML (detectron2), so
+# a resolved config finds its bases too.
+
+def repository_root() -> str:
+    """The folder that holds this package (the repository checkout of an editable install:
+    ``configs/``, ``pretrained/``, ``datasets/``, ``tools/``)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def resolve_repo_path(path: str) -> str:
+    """``path`` as the user meant it: unchanged when it exists from the current folder (or is
+    absolute, empty or a URL); else the repository's file of that relative name when there is one
+    (``configs/vitb_384_ahs.yaml`` from any folder); else unchanged, so that the caller's "does
+    not exist" message names what was typed."""
+    if not path or "://" in path:
+        return path
+    expanded = os.path.expanduser(path)
+    if os.path.isabs(expanded) or os.path.exists(expanded):
+        return expanded
+    shipped = os.path.join(repository_root(), expanded)
+    return shipped if os.path.exists(shipped) else path
+
+
+def default_dataset_root() -> str:
+    """The datasets root when ``$DETECTRON2_DATASETS`` is unset: ``./datasets`` when the current
+    folder has one (detectron2's and CAT-Seg's convention, unchanged), else the repository's
+    ``datasets/`` folder, so that the built-in synthetic dataset is found (or generated) in the
+    same place whichever folder a command starts from."""
+    if os.path.isdir("datasets"):
+        return "datasets"
+    return os.path.join(repository_root(), "datasets")

@@ -1,0 +1,58 @@
+"""What an entry point (``ahs-seg``, ``train_net.py``, ``tools/*.py``) sets up for its process.
+
+The library only logs (``logging.getLogger(__name__)``) and changes nothing process-wide, so a
+program that imports ``cat_seg`` keeps its own logging and memory settings. A command line, which
+owns its process, calls :func:`prepare_entry_point` once: ``cat_seg``'s INFO messages are shown
+as plain lines on stdout (warnings and errors on stderr, prefixed with their level), and glibc
+keeps freed memory for reuse (:mod:`cat_seg.utils.allocator`; ``AHS_MALLOC=system`` keeps the C
+library's defaults).
+"""
+import logging
+import sys
+
+from .allocator import reuse_freed_memory
+
+# Marks the handlers installed here, so a second call adds none.
+_HANDLER_NAME = "ahs-seg-console"
+
+
+class _Below(logging.Filter):
+    """Passes records below ``level`` (stdout gets INFO, stderr WARNING and up)."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
+def configure_console_logging(level: int = logging.INFO) -> None:
+    """Show ``cat_seg``'s log records at ``level`` and above as plain lines, as ``print`` did:
+    INFO on stdout, WARNING and up on stderr as ``WARNING: message``. Other libraries' records
+    keep Python's default (warnings and up). Idempotent. detectron2's ``setup_logger(name=
+    "cat_seg")`` (training and evaluation) later takes the ``cat_seg`` logger over with its own
+    formatted handlers and stops its propagation here, so no line is printed twice."""
+    root = logging.getLogger()
+    if not any(h.get_name() == _HANDLER_NAME for h in root.handlers):
+        out = logging.StreamHandler(sys.stdout)
+        out.addFilter(_Below(logging.WARNING))
+        out.setFormatter(logging.Formatter("%(message)s"))
+        err = logging.StreamHandler(sys.stderr)
+        err.setLevel(logging.WARNING)
+        err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        for handler in (out, err):
+            handler.set_name(_HANDLER_NAME)
+            root.addHandler(handler)
+    logging.getLogger("cat_seg").setLevel(level)
+
+
+def prepare_entry_point(*, console: bool = True, allocator: bool = True) -> None:
+    """The process-wide settings of a command line: console logging and, for the process and
+    the worker processes it starts, glibc's keep-freed-memory settings (logged)."""
+    if console:
+        configure_console_logging()
+    if allocator:
+        kept = reuse_freed_memory(children=True)
+        logging.getLogger(__name__).debug(
+            "glibc malloc: %s", "freed memory kept for reuse" if kept else "the C library's defaults")
