@@ -15,6 +15,7 @@ from detectron2.config import get_cfg
 
 from .config_checks import check_config
 from .modeling.hyperspherical import add_ahs_module_configs
+from .utils.paths import resolve_repo_path
 
 
 def add_ahs_config(cfg: CN) -> None:
@@ -170,13 +171,14 @@ def explain_config_error(error: Exception) -> str:
 
 def build_config(config_file: str, opts: Sequence[str] = (), *, needs_data: bool = True) -> CN:
     """The frozen config every entry point runs with: detectron2's defaults + AHS-Seg's keys,
-    ``config_file`` (with its ``_BASE_`` chain), then ``opts`` (KEY VALUE ...); ``MODEL.DEVICE
+    ``config_file`` (with its ``_BASE_`` chain; a shipped ``configs/...`` is found from any
+    folder, :func:`cat_seg.utils.paths.resolve_repo_path`), then ``opts`` (KEY VALUE ...); ``MODEL.DEVICE
     auto`` resolved to "cuda" when a GPU is visible, else "cpu"; validated by
     :func:`check_config`. ``needs_data=False``: the config may name no dataset (a tool that only
     builds the model, such as tools/convert_checkpoint.py)."""
     cfg = get_cfg()
     add_ahs_config(cfg)
-    cfg.merge_from_file(config_file)
+    cfg.merge_from_file(resolve_repo_path(config_file))
     cfg.merge_from_list(list(opts))
     if cfg.MODEL.DEVICE == "auto":
         cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -189,7 +191,7 @@ def build_config_or_explain(config_file: str, opts: Sequence[str] = ()) -> CN:
     """:func:`build_config` for an entry point's check before any work: a missing file or a
     config that cannot be built raises ``FileNotFoundError`` / ``ValueError`` with one line that
     names the problem and the fix (an unknown key gets the closest known keys)."""
-    if not os.path.isfile(config_file):
+    if not os.path.isfile(resolve_repo_path(config_file)):
         raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
                                 "shipped ones; a run saved its own as OUTPUT_DIR/config.yaml)")
     try:

@@ -1,20 +1,28 @@
 """Official CAT-Seg checkpoints (cvlab-kaist/CAT-Seg) in AHS-Seg's state-dict layout: the
-conversion behind tools/convert_checkpoint.py (whose docstring describes both layouts).
+conversion behind ``ahs-seg convert`` (cat_seg/cli/convert.py, whose docstring describes both
+layouts).
 
 :func:`load_catseg_checkpoint` reads one safely (``torch.load(weights_only=True)``),
 :func:`convert_catseg_state_dict` renames CLIP and the head, :func:`check_against_config` loads
-the result strictly into a config's model.
+the result strictly into a config's model, and :func:`fetch_ahs_weights` turns any weights
+source (file, URL, ``hf://``; :mod:`cat_seg.utils.download`) into a local file in AHS-Seg's
+layout, converting an official checkpoint once into the cache.
 """
+import logging
 import os
 import pickle
 import re
+import zipfile
 from typing import Dict, List, Mapping, Tuple
 
 import torch
 
 from ..modeling.clip import convert_clip_state_dict
-from ..utils.state_dicts import (CATSEG_AGGREGATOR_PREFIX, CATSEG_CLIP_PREFIX, KeyDiff,
-                                 is_tensor_mapping, load_weights_only)
+from ..utils.download import cache_dir, fetch_weights, sha256_of
+from ..utils.state_dicts import (CATSEG_AGGREGATOR_PREFIX, CATSEG_CLIP_PREFIX, CATSEG_PREFIXES,
+                                 KeyDiff, is_tensor_mapping, load_weights_only)
+
+logger = logging.getLogger(__name__)
 
 BACKBONE_CLIP_PREFIX = "backbone.clip."
 HEAD_PREFIX = "sem_seg_head."
@@ -58,6 +66,12 @@ def load_catseg_checkpoint(path: str) -> Dict[str, torch.Tensor]:
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
         checkpoint = load_weights_only(path)
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        # torch.load's words for a file cut short: "PytorchStreamReader failed reading zip
+        # archive", "Ran out of input"...
+        raise ConversionError(
+            f"{path!r} is not a complete checkpoint file ({str(error).splitlines()[0]}): a "
+            "truncated or corrupt download? Delete it and download it again") from None
     except pickle.UnpicklingError as error:
         raise ConversionError(
             f"{path!r} holds Python objects other than tensors and plain containers, which "
@@ -136,3 +150,37 @@ def check_against_config(state_dict: Mapping[str, torch.Tensor], config_file: st
             f"the converted weights do not fit {config_file}: {diff.brief()}; pick the config "
             "of the checkpoint's CLIP (ViT-B/16: configs/vitb_384_catseg.yaml, ViT-L/14@336px: "
             "configs/vitl_336_catseg.yaml)")
+
+
+def is_catseg_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state dict is in CAT-Seg's layout (its CLIP or aggregator prefixes)."""
+    return any(key.startswith(CATSEG_PREFIXES) for key in state_dict)
+
+
+def save_converted(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
+    """Write ``{"model": state_dict}`` to ``path`` through a temporary name (never half a file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.part.{os.getpid()}"
+    try:
+        torch.save({"model": dict(state_dict)}, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def fetch_ahs_weights(source: str, sha256=None, *, progress: bool = True) -> str:
+    """A local file of AHS-Seg weights for ``source`` (a path, an http(s) URL or
+    ``hf://owner/name/file``; :func:`cat_seg.utils.download.fetch_weights`, checked against
+    ``sha256`` when given). An official CAT-Seg checkpoint is converted once, into
+    ``<cache>/converted/<its sha256>.pth``; a checkpoint already in AHS-Seg's layout is returned
+    as it is. What ``MODEL.WEIGHTS`` and the predictor's weights accept."""
+    path = fetch_weights(source, sha256, progress=progress)
+    state_dict = load_catseg_checkpoint(path)
+    if not is_catseg_state_dict(state_dict):
+        return path
+    converted_path = os.path.join(cache_dir(), "converted", f"{sha256_of(path)}.pth")
+    if not os.path.isfile(converted_path):
+        save_converted(convert_catseg_state_dict(state_dict), converted_path)
+        logger.info("converted the CAT-Seg checkpoint %s -> %s", path, converted_path)
+    return converted_path

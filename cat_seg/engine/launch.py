@@ -6,6 +6,12 @@ starts, and detectron2's ``launch`` (one process per GPU, several machines).
     python train_net.py --config-file configs/vitb_384_ahs.yaml --num-gpus 4
     python train_net.py --config-file CFG --eval-only MODEL.WEIGHTS out/model_final.pth
     python train_net.py --config-file CFG --resume            # continue from last_checkpoint
+    python train_net.py --config-file CFG --resume --allow-config-change SOLVER.MAX_ITER 90000
+
+``--resume`` refuses settings that change what is trained unless ``--allow-config-change``
+(:mod:`cat_seg.engine.resume_guard`); a finished run says so and exits 0. The run holds
+OUTPUT_DIR/.lock (:func:`cat_seg.utils.results_folder.folder_lock`): a second run into the same
+folder stops. Ctrl-C and errors whose message says what to do end with one line, no traceback.
 
 Multi-node: ``--num-machines N --machine-rank R --dist-url tcp://HOST:PORT`` on every node.
 """
@@ -13,24 +19,47 @@ import copy
 import json
 import logging
 import os
+import sys
 from contextlib import contextmanager
 
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser as detectron2_argument_parser
+from detectron2.engine import default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import build_config, build_config_or_explain
-from ..utils.allocator import reuse_freed_memory
-from ..utils.paths import check_output_dir
-from .checkpointer import AtomicCheckpointer
-from .trainer import Trainer
+from ..data.folder_dataset import register_config_folder_datasets
+from ..utils.console import prepare_entry_point
+from ..utils.paths import check_output_dir, resolve_repo_path
+from ..utils.results_folder import FolderInUseError, folder_lock
+from .checkpointer import AtomicCheckpointer, CheckpointMismatchError, CheckpointReadError
+from .resume_guard import check_resume, record_config_change, training_config_preserved
+from .trainer import Trainer, TrainingInterrupted, interrupted_message
 
 __all__ = ["EVAL_CONFIG_NAME", "check_before_launch", "cli", "default_argument_parser",
            "launch_from_args", "setup", "train_or_evaluate", "training_config_kept",
            "weights_record"]
 
 EVAL_CONFIG_NAME = "config_eval.yaml"
+
+# Errors raised inside a run whose message names the problem and the fix: reported in one line.
+# (Ctrl-C is reported by launch_from_args itself.)
+STATED_ERRORS = (CheckpointMismatchError, CheckpointReadError, FileNotFoundError,
+                 NotADirectoryError, IsADirectoryError)
+
+
+def default_argument_parser(epilog=None):
+    """detectron2's training arguments plus ``--allow-config-change`` (``--resume`` with settings
+    that differ from the run's config.yaml; recorded in config_history.yaml)."""
+    parser = detectron2_argument_parser(epilog)
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: continue although training settings differ from the "
+                             "run's OUTPUT_DIR/config.yaml (the change is appended to "
+                             "OUTPUT_DIR/config_history.yaml)")
+    return parser
+
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -70,11 +99,15 @@ def training_config_kept(output_dir: str, enabled: bool):
 
 def setup(args):
     """The frozen config of ``args`` (``config_file``, ``opts``, ``eval_only``), detectron2's
-    ``default_setup`` (output folder, logs, config dump, seed) and the ``cat_seg`` logger; glibc
-    keeps freed memory for reuse (:mod:`cat_seg.utils.allocator`)."""
-    reuse_freed_memory()
+    ``default_setup`` (output folder, logs, config dump, seed) and the ``cat_seg`` logger.
+    Process-wide settings (glibc's allocator) are the entry point's
+    (:func:`cat_seg.utils.console.prepare_entry_point`), which passes them on to the workers."""
     cfg = build_config(args.config_file, args.opts)
-    with training_config_kept(cfg.OUTPUT_DIR, enabled=args.eval_only):
+    # Datasets described by files (DATASETS.FOLDER_DATASETS) exist only once registered; their
+    # paths are saved absolute in OUTPUT_DIR/config.yaml, so an evaluation finds them anywhere.
+    cfg = register_config_folder_datasets(cfg)
+    with training_config_kept(cfg.OUTPUT_DIR, enabled=args.eval_only), \
+            training_config_preserved(cfg.OUTPUT_DIR, enabled=args.resume and not args.eval_only):
         default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cat_seg")
     return cfg
@@ -112,10 +145,12 @@ def weights_record(path: str, checkpointer: AtomicCheckpointer) -> dict:
             "ignored_modules": sorted({".".join(k.split(".")[:2]) for k in checkpointer.ignored_keys})}
 
 
-def check_before_launch(args) -> None:
+def check_before_launch(args):
     """What can be checked before any process starts or any model is built: the config, the
-    output folder, and the weights an evaluation needs. Raises with a one-line message."""
+    output folder, and the weights an evaluation needs. Raises with a one-line message; returns
+    the config."""
     cfg = build_config_or_explain(args.config_file, args.opts)
+    register_config_folder_datasets(cfg)  # a bad dataset description stops here, in one line
     if args.machine_rank == 0:
         check_output_dir(cfg.OUTPUT_DIR, "output folder (OUTPUT_DIR)")
     last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
@@ -130,21 +165,64 @@ def check_before_launch(args) -> None:
                                 "path of a checkpoint train_net.py wrote "
                                 "(OUTPUT_DIR/model_final.pth), or leave it empty to start from "
                                 "the CLIP weights")
+    return cfg
+
+
+def check_resume_request(args, cfg, name: str = "train_net"):
+    """``--resume`` (training): the run's saved config against ``cfg``
+    (:func:`cat_seg.engine.resume_guard.check_resume`: raises listing every changed training
+    setting unless ``--allow-config-change``, whose change is then appended to
+    config_history.yaml). Returns the :class:`FinishedRun` when nothing is left to train."""
+    if not args.resume or args.eval_only:
+        return None
+    finished, differences = check_resume(cfg, getattr(args, "allow_config_change", False))
+    if differences and args.machine_rank == 0:
+        path = record_config_change(cfg.OUTPUT_DIR, differences)
+        print(f"[{name}] --allow-config-change: resuming with {len(differences)} changed "
+              f"setting(s) ({', '.join(k for k, _, _ in differences)}); recorded in {path}, "
+              "config.yaml keeps the original", file=sys.stderr)
+    return finished
 
 
 def launch_from_args(args, name: str = "train_net"):
-    """Print the arguments, :func:`check_before_launch` (a failure exits with one line
+    """Log the arguments, :func:`check_before_launch` (a failure exits with one line
     ``[name] message``), then :func:`train_or_evaluate` in ``args.num_gpus`` processes per
-    machine through detectron2's ``launch``."""
-    print("Command Line Args:", args)
+    machine through detectron2's ``launch``. A shipped config (``configs/...``) is found from
+    any folder (:func:`cat_seg.utils.paths.resolve_repo_path`)."""
+    args.config_file = resolve_repo_path(args.config_file)
+    logger.info("Command Line Args: %s", args)
     try:
-        check_before_launch(args)
+        cfg = check_before_launch(args)
+        finished = check_resume_request(args, cfg, name)
     except (OSError, ValueError, KeyError, AssertionError) as error:
         raise SystemExit(f"[{name}] {error}")
-    launch(train_or_evaluate, args.num_gpus, num_machines=args.num_machines,
-           machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    if finished is not None:
+        print(f"[{name}] {finished.message()}")
+        return None
+    try:
+        # Machine 0's processes own the folder; the lock dies with this process.
+        with folder_lock(cfg.OUTPUT_DIR, "run") if args.machine_rank == 0 else _nothing():
+            return launch(train_or_evaluate, args.num_gpus, num_machines=args.num_machines,
+                          machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    except TrainingInterrupted as interrupted:
+        print(f"[{name}] {interrupted}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:  # before the trainer ran, or in another process
+        print(f"[{name}] {interrupted_message(cfg.OUTPUT_DIR)}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except FolderInUseError as error:
+        raise SystemExit(f"[{name}] {error}") from None
+    except STATED_ERRORS as error:
+        raise SystemExit(f"[{name}] {error}") from None
+
+
+@contextmanager
+def _nothing():
+    yield
 
 
 def cli(argv=None, name: str = "ahs-train"):
-    """The training command line: detectron2's default arguments, then :func:`launch_from_args`."""
+    """The training command line (``ahs-train``, ``ahs-seg train``): the entry point's process
+    settings, detectron2's default arguments, then :func:`launch_from_args`."""
+    prepare_entry_point()
     launch_from_args(default_argument_parser().parse_args(argv), name=name)

@@ -23,6 +23,7 @@ import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
+from ...utils.paths import resolve_repo_path
 from ...utils.state_dicts import KeyDiff, is_tensor_mapping, load_weights_only
 from .architectures import CLIPArchitecture
 
@@ -52,6 +53,8 @@ def resolve_weights(architecture: CLIPArchitecture, weights: str) -> WeightsSour
     """Resolve ``MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS`` for ``architecture`` (downloads a tag if needed)."""
     if weights == RANDOM_WEIGHTS:
         return WeightsSource(None)
+    # A shipped file named relative to the repository (pretrained/...) is found from any folder.
+    weights = resolve_repo_path(weights)
     if os.path.isfile(weights):
         return WeightsSource(weights, quick_gelu=is_torchscript_archive(weights))
     if os.sep in weights or weights.endswith(_CHECKPOINT_SUFFIXES):
