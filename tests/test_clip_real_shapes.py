@@ -1,6 +1,5 @@
 """The real ViT-B/16 @ 384 (random weights, CPU) and the ViT-L/14 adapter shapes."""
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -38,26 +37,40 @@ def test_vit_b16_at_384_shapes_and_identity_at_initialisation(vit_b16):
     assert all(torch.equal(a, b) for a, b in zip(guidance, plain_guidance))
 
 
-@pytest.mark.slow
-def test_truncation_on_coco_stuff_classes_is_exact_and_faster(vit_b16):
-    """Every 4th of the 171 COCO-Stuff classes (43), to keep the 77-position run short."""
-    names = json.loads(COCO_NAMES.read_text())[::4]
+def test_truncation_on_coco_stuff_classes_is_exact_and_runs_fewer_positions(vit_b16):
+    """Every 8th of the 171 COCO-Stuff classes (22): the truncated encoder runs only up to the
+    longest prompt's end-of-text token and gives the 77-position result. How much faster that is
+    is a measurement (tools/bench_text_truncation.py), not a test: it depends on the machine's
+    load."""
+    names = json.loads(COCO_NAMES.read_text())[::8]
     tokens = vit_b16.tokenizer(build_prompts(names, vit_b16.prompt_templates))
-    seconds = {}
-    with torch.no_grad():
-        weights = vit_b16._layer_weights(TEXT)
-        results = {}
-        for truncate in (True, False):
-            start = time.perf_counter()
-            results[truncate] = encode_text_tokens(vit_b16.clip, tokens, weights, truncate=truncate)
-            seconds[truncate] = time.perf_counter() - start
-    difference = (results[True] - results[False]).abs().max().item()
+    positions = []  # the sequence length the text transformer runs, per call
+    hook = vit_b16.clip.token_embedding.register_forward_hook(
+        lambda module, inputs, output: positions.append(output.shape[1]))
+    try:
+        with torch.no_grad():
+            weights = vit_b16._layer_weights(TEXT)
+            truncated = encode_text_tokens(vit_b16.clip, tokens, weights, truncate=True)
+            full = encode_text_tokens(vit_b16.clip, tokens, weights, truncate=False)
+    finally:
+        hook.remove()
     length = int(tokens.argmax(-1).max()) + 1
-    print(f"\n{len(names)} COCO-Stuff prompts, ViT-B/16 text encoder: {length} of 77 positions, "
-          f"max |diff| {difference:.2e}, {seconds[False]:.2f} s -> {seconds[True]:.2f} s "
-          f"(x{seconds[False] / seconds[True]:.1f})")
-    assert difference <= 1e-5
-    assert seconds[False] / seconds[True] > 2.0
+    assert tokens.shape[1] == 77 and length < 20
+    # (N, L, C) token embeddings: the truncated call ran ``length`` positions, the full one 77.
+    assert set(positions[:len(positions) // 2]) == {length}
+    assert set(positions[len(positions) // 2:]) == {77}
+    assert truncated.shape == full.shape == (len(names), 512)
+    assert (truncated - full).abs().max().item() <= 1e-5
+
+
+def test_truncation_benchmark_reports_the_same_embeddings(vit_b16):
+    """tools/bench_text_truncation.py's measurement: exactness and lengths, never a speed bound."""
+    from cat_seg.analysis.text_truncation import measure_text_truncation
+
+    result = measure_text_truncation(vit_b16, ["sky", "grass"], repeats=1)
+    assert result["prompts"] == 2 and result["context_length"] == 77
+    assert result["positions"] < 77 and result["max_abs_diff"] <= 1e-5
+    assert result["seconds_full"] > 0 and result["seconds_truncated"] > 0
 
 
 def test_vit_l14_adapters_are_identities_of_the_right_shapes():
