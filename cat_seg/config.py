@@ -33,6 +33,10 @@ def add_ahs_config(cfg: CN) -> None:
     # Test-time shortest edge and longest-edge cap (the benchmarks' protocol: 640, 2560).
     cfg.INPUT.MIN_SIZE_TEST = 640
     cfg.INPUT.MAX_SIZE_TEST = 2560
+    # Datasets of your own: YAML/JSON files, each describing an image folder, a label folder and
+    # a class list (docs/custom_datasets.md). They are registered when a run starts, so their
+    # names work in DATASETS.TRAIN / TEST and their benchmark names in TEST.BENCHMARKS.
+    cfg.DATASETS.FOLDER_DATASETS = []
 
     # ------------------------------------------------------------------ solver
     # "ADAMW" or "SGD".

@@ -5,6 +5,8 @@ disk until a dataset is loaded).
 """
 from .benchmarks import OVSS_BENCHMARKS, PUBLIC_BENCHMARK_DATASETS, register_all_benchmarks
 from .dataset_mapper import SemanticDatasetMapper
+from .folder_dataset import (check_folder_dataset, register_config_folder_datasets,
+                             register_folder_datasets)
 from .paths import dataset_root
 from .synthetic import SYNTHETIC_DATASETS, register_synthetic_datasets
 
@@ -15,5 +17,6 @@ ALL_BENCHMARK_DATASETS.update({benchmark: name
                                for name, (split, _, benchmark) in SYNTHETIC_DATASETS.items()
                                if split != "seen_train"})
 __all__ = ["ALL_BENCHMARK_DATASETS", "OVSS_BENCHMARKS", "PUBLIC_BENCHMARK_DATASETS",
-           "SemanticDatasetMapper", "dataset_root", "register_all_benchmarks",
-           "register_synthetic_datasets"]
+           "SemanticDatasetMapper", "check_folder_dataset", "dataset_root",
+           "register_all_benchmarks", "register_config_folder_datasets",
+           "register_folder_datasets", "register_synthetic_datasets"]

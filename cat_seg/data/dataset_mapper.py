@@ -33,7 +33,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from torch.nn import functional as F
 
-from cat_seg.data.label_io import read_image_rgb, read_label
+from cat_seg.data.label_io import read_image_rgb, read_record_label
 from cat_seg.data.photometric_distortion import PhotometricDistortion
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class SemanticDatasetMapper:
                 "semantic-segmentation training needs a label map per image"
             )
         path = record["sem_seg_file_name"]
-        label = read_label(path)
+        label = read_record_label(record, self.ignore_label)  # a folder dataset's offset applied
         if label.shape != image.shape[:2]:
             raise ValueError(
                 f"label {path} is {label.shape[0]}x{label.shape[1]} but image "

@@ -41,6 +41,31 @@ def read_label(path) -> np.ndarray:
     return array.astype(np.int64)
 
 
+# Record field of datasets whose label files store class c as c + offset (folder datasets,
+# cat_seg/data/folder_dataset.py); absent: the files store class indices as they are.
+LABEL_OFFSET_KEY = "label_offset"
+
+
+def apply_label_offset(label: np.ndarray, offset: int, ignore_label: int) -> np.ndarray:
+    """Class indices of a label map whose files store class c as c + ``offset``.
+
+    (H, W) int64 -> (H, W) int64: ``ignore_label`` stays, values below ``offset`` (e.g. 0 =
+    "unlabelled" with offset 1) become ``ignore_label``, every other value v becomes v - offset.
+    ``offset`` 0 returns ``label`` itself.
+    """
+    if offset == 0:
+        return label
+    ignored = (label == ignore_label) | (label < offset)
+    return np.where(ignored, ignore_label, label - offset)
+
+
+def read_record_label(record: dict, ignore_label: int) -> np.ndarray:
+    """The (H, W) int64 class-index map of a dataset record (``sem_seg_file_name``), with the
+    record's ``label_offset`` applied when it has one (:func:`apply_label_offset`)."""
+    label = read_label(record["sem_seg_file_name"])
+    return apply_label_offset(label, int(record.get(LABEL_OFFSET_KEY, 0)), ignore_label)
+
+
 def read_image_rgb(path) -> np.ndarray:
     """Read an image as uint8 RGB (H, W, 3), whatever its stored mode.
 

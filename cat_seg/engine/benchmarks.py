@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from ..config import build_config_or_explain
 from ..data import ALL_BENCHMARK_DATASETS
-from ..data.label_io import read_image_rgb, read_label
+from ..data.folder_dataset import folder_benchmark_datasets, register_config_folder_datasets
+from ..data.label_io import read_image_rgb, read_record_label
 from ..evaluation.zero_shot import dense_zero_shot
 from ..utils.paths import check_output_dir
 from ..utils.visualization import comparison_panel
@@ -57,7 +58,8 @@ class VisualizationWriter(DatasetEvaluator):
                 return
             prediction = out["sem_seg"].argmax(dim=0).cpu().numpy()
             image = read_image_rgb(inp["file_name"])
-            gt = read_label(inp["sem_seg_file_name"]) if "sem_seg_file_name" in inp else None
+            gt = read_record_label(inp, self.meta.ignore_label) \
+                if "sem_seg_file_name" in inp else None
             panel = comparison_panel(image, prediction, self.meta.stuff_classes, gt,
                                      ignore_label=self.meta.ignore_label)
             os.makedirs(self.output_dir, exist_ok=True)
@@ -96,14 +98,18 @@ def throughput(num_images: int, seconds: float) -> dict:
 
 def check_benchmarks(names):
     """Split benchmark short names into (available {name: dataset}, missing {name: reason})."""
+    # Built-in benchmarks, then the datasets registered from DATASETS.FOLDER_DATASETS.
+    known = {**ALL_BENCHMARK_DATASETS, **folder_benchmark_datasets()}
     available, missing = {}, {}
     for name in names:
-        if name not in ALL_BENCHMARK_DATASETS:
-            missing[name] = f"unknown benchmark; known: {', '.join(ALL_BENCHMARK_DATASETS)}"
+        if name not in known:
+            missing[name] = (f"unknown benchmark; known: {', '.join(known)} (a dataset of your "
+                             "own: name its description in DATASETS.FOLDER_DATASETS, see "
+                             "docs/custom_datasets.md)")
             continue
         try:
-            DatasetCatalog.get(ALL_BENCHMARK_DATASETS[name])
-            available[name] = ALL_BENCHMARK_DATASETS[name]
+            DatasetCatalog.get(known[name])
+            available[name] = known[name]
         except (FileNotFoundError, ValueError, OSError) as e:
             missing[name] = str(e)
     return available, missing
@@ -206,7 +212,8 @@ def check_before_evaluation(args) -> None:
     if not os.path.isfile(args.weights):
         raise FileNotFoundError(f"weights file {args.weights} does not exist; train first "
                                 "(run_ahs.sh) or pass the path of a checkpoint")
-    build_config_or_explain(args.config_file, TEST_PROTOCOL + args.opts)
+    cfg = build_config_or_explain(args.config_file, TEST_PROTOCOL + args.opts)
+    register_config_folder_datasets(cfg)  # a bad dataset description stops here, in one line
     check_output_dir(args.output, "output folder")
 
 

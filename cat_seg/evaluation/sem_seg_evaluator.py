@@ -17,7 +17,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from cat_seg.data.label_io import read_label
+from cat_seg.data.label_io import read_record_label
 from cat_seg.evaluation.metrics import SegmentationMetrics, compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ class SemSegEvaluator(DatasetEvaluator):
                     f"the model produced NaN/inf scores for the image of {label_path}"
                 )
             pred = self.map_prediction(pred, scores.shape[0], label_path)
-            gt = torch.from_numpy(read_label(label_path)).to(pred.device)
+            # Class indices, a folder dataset's label offset applied (cat_seg.data.label_io).
+            gt = torch.from_numpy(read_record_label(record, self.ignore_label)).to(pred.device)
             if gt.shape != pred.shape:
                 image_path = record.get("file_name", "?")
                 expected = (record.get("height"), record.get("width"))
