@@ -5,6 +5,7 @@ import pytest
 
 import ablation_table  # noqa: E402
 from cat_seg.analysis import ablations
+from helpers.logs import cat_seg_logs
 
 import cat_seg  # noqa: E402,F401  (registers the model, head and datasets)
 
@@ -50,7 +51,7 @@ def test_missing_or_malformed_results_are_named(tmp_path):
                                    "--output", "o.md"])
 
 
-def test_cli_measures_every_config_in_one_run(tmp_path, capsys, write_tiny_config):
+def test_cli_measures_every_config_in_one_run(tmp_path, caplog, write_tiny_config):
     base = write_tiny_config(tmp_path / "base.yaml")
     deeper = tmp_path / "deeper.yaml"
     deeper.write_text(open(base).read().replace("NUM_LAYERS: 1", "NUM_LAYERS: 2"))
@@ -58,10 +59,11 @@ def test_cli_measures_every_config_in_one_run(tmp_path, capsys, write_tiny_confi
     write_results(tmp_path, "deeper", {"Syn-seen": 42.0, "Syn-unseen": 21.0})
     out = tmp_path / "ablations.md"
     # As run_ahs_ablations.sh calls it, with the training overrides after --opts.
-    ablation_table.main(["--root", str(tmp_path), "--names", "baseline", "deeper",
-                         "--configs", base, str(deeper), "--output", str(out),
-                         "--num-classes", "4", "--iters", "2", "--warmup", "1",
-                         "--opts", "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "5"])
+    with cat_seg_logs(caplog):  # the table is logged, as lines
+        ablation_table.main(["--root", str(tmp_path), "--names", "baseline", "deeper",
+                             "--configs", base, str(deeper), "--output", str(out),
+                             "--num-classes", "4", "--iters", "2", "--warmup", "1",
+                             "--opts", "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "5"])
     text = out.read_text()
     assert "2 interleaved runs" in text and "64 px, 4 classes" in text
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
@@ -71,7 +73,7 @@ def test_cli_measures_every_config_in_one_run(tmp_path, capsys, write_tiny_confi
     added = int(rows[2][4].replace(",", ""))
     assert added > 0  # the second aggregation layer's parameters
     assert float(rows[2][5].strip(" |×")) > 0
-    assert "ablations.md" in capsys.readouterr().out
+    assert "ablations.md" in caplog.text
 
 
 def _seeded_run(root, name, seed, seen, unseen, s_per_iter):

@@ -1,5 +1,6 @@
 """cat_seg.utils.allocator: glibc keeps freed memory for reuse unless AHS_MALLOC=system."""
 import ctypes
+import os
 import subprocess
 import sys
 
@@ -49,3 +50,30 @@ def test_large_blocks_come_from_the_heap_after_the_call():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=env, check=True).stdout.split()
     assert out == ["False", "True", "True"]
+
+
+@pytest.mark.skipif(not _is_glibc(), reason="the settings exist in glibc only")
+def test_the_library_leaves_malloc_alone_and_entry_points_pass_it_on():
+    # Importing cat_seg and building a model's config (what a program using the library does)
+    # keeps glibc's defaults; an entry point's set-up changes them, for its workers too.
+    script = (
+        "import ctypes, os\n"
+        "import cat_seg\n"
+        "from cat_seg.utils.console import prepare_entry_point\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p\n"
+        "libc.malloc.argtypes = (ctypes.c_size_t,); libc.sbrk.argtypes = (ctypes.c_ssize_t,)\n"
+        "def in_heap():\n"
+        "    block = libc.malloc(64 << 20)\n"
+        "    inside = block < libc.sbrk(0)\n"
+        "    libc.free(ctypes.c_void_p(block))\n"
+        "    return inside\n"
+        "cat_seg.build_config('configs/synthetic/quickstart.yaml')\n"
+        "library = in_heap()\n"
+        "prepare_entry_point(console=False)\n"
+        "print(library, in_heap(), os.environ.get('MALLOC_MMAP_MAX_'))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": root}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, cwd=root).stdout.split()
+    assert out == ["False", "True", "0"]

@@ -13,6 +13,7 @@ import analyze_model
 import cat_seg  # noqa: F401  (registers the model, head and datasets)
 from cat_seg.analysis import measure
 from cat_seg.analysis import parts as analysis_parts
+from helpers.logs import cat_seg_logs
 
 # The tiny AHS-Seg (helpers/configs.py) comes from conftest.py: tiny_cfg, write_tiny_config.
 
@@ -147,13 +148,15 @@ def test_compare_cli_writes_ratios_measured_in_one_run(tmp_path, write_tiny_conf
     assert float(rows[3][6]) == pytest.approx(ratios["inference latency"], abs=1e-3)
 
 
-def test_training_only_run_has_no_inference_section(tmp_path, capsys, write_tiny_config):
+def test_training_only_run_has_no_inference_section(tmp_path, caplog, write_tiny_config):
     base = write_tiny_config(tmp_path / "base.yaml")
-    result = analyze_model.main(["--config-file", base, "--num-classes", "4", "--no-inference",
-                                 "--no-flops", "--train-warmup", "0", "--train-iters", "1"])
+    with cat_seg_logs(caplog):  # the report is logged, as lines
+        result = analyze_model.main(["--config-file", base, "--num-classes", "4",
+                                     "--no-inference", "--no-flops", "--train-warmup", "0",
+                                     "--train-iters", "1"])
     assert "inference" not in result and "flops" not in result
     assert result["train"]["median_s"] > 0 and result["train"]["memory"]["peak_bytes"] > 0
-    printed = capsys.readouterr().out
+    printed = caplog.text
     assert "training step: median" in printed and "inference: median" not in printed
 
 

@@ -16,6 +16,7 @@ from cat_seg.cli import convert
 from cat_seg.engine.catseg_checkpoint import ConversionError, fetch_ahs_weights
 from cat_seg.utils import download
 from helpers.catseg_layout import TINY_YAML, write_catseg_checkpoint
+from helpers.logs import cat_seg_logs
 
 
 class _Files(http.server.BaseHTTPRequestHandler):
@@ -69,7 +70,7 @@ def cache(tmp_path, monkeypatch):
 def test_download_is_cached_checked_and_recorded(server, cache, caplog):
     base, data, _ = server
     digest = hashlib.sha256(data).hexdigest()
-    with caplog.at_level("INFO", logger="cat_seg"):
+    with cat_seg_logs(caplog):
         path = download.fetch_weights(f"{base}/model_base.pth", sha256=digest, progress=False)
     assert path.startswith(str(cache)) and open(path, "rb").read() == data
     assert open(path + ".sha256").read().split()[0] == digest

@@ -24,6 +24,7 @@ baseline's, the variants' runs interleaved so that machine load affects all alik
 import argparse
 
 from cat_seg.analysis.ablations import write_report, write_seeded_report
+from cat_seg.utils.console import prepare_entry_point
 
 
 def main(argv=None) -> str:
@@ -62,6 +63,7 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
+    prepare_entry_point(allocator=False)
     try:
         main()
     except (FileNotFoundError, ValueError) as error:

@@ -22,6 +22,7 @@ from collections import OrderedDict
 
 from cat_seg.utils.training_curves import (
     DEFAULT_DPI, load_metrics, plot_runs, resolve_metrics_file, run_labels, summary)
+from cat_seg.utils.console import prepare_entry_point
 
 
 def main(argv=None) -> str:
@@ -54,6 +55,7 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
+    prepare_entry_point(allocator=False)
     try:
         main()
     except (FileNotFoundError, ValueError) as error:

@@ -25,7 +25,7 @@ from typing import Dict, List
 import torch
 
 from cat_seg.analysis.measure import build_analysis_model, load_config, test_input, vocabulary
-from cat_seg.utils.allocator import reuse_freed_memory
+from cat_seg.utils.console import prepare_entry_point
 
 # Short name -> the model's TEST.PRECISION.
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -62,7 +62,6 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("--keep-clip-weights", action="store_true")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
-    reuse_freed_memory()
     device = torch.device(args.device)
     if device.type == "cuda":
         # fp32 means fp32: TF32 matmuls would already move the scores by ~1e-3.
@@ -102,4 +101,5 @@ def main(argv=None) -> List[Dict]:
 
 
 if __name__ == "__main__":
+    prepare_entry_point()
     main()

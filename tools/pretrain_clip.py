@@ -20,6 +20,7 @@ import argparse
 
 from cat_seg.engine.clip_pretraining import export, train
 from cat_seg.evaluation.synthetic_zero_shot import report_zero_shot
+from cat_seg.utils.console import prepare_entry_point
 
 
 def parse_args(argv=None):
@@ -73,4 +74,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    prepare_entry_point()
     main()

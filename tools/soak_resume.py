@@ -28,6 +28,7 @@ import os
 import sys
 
 from cat_seg.engine.soak import soak
+from cat_seg.utils.console import prepare_entry_point
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,4 +64,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_entry_point()
     sys.exit(main())

@@ -16,6 +16,7 @@ import argparse
 import os
 
 from cat_seg.evaluation.synthetic_zero_shot import report_zero_shot
+from cat_seg.utils.console import prepare_entry_point
 
 
 def main(argv=None) -> dict:
@@ -32,4 +33,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    prepare_entry_point()
     main()

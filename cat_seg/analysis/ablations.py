@@ -5,12 +5,15 @@ by :mod:`cat_seg.analysis.measure`, or the training time per iteration from each
 tools/ablation_table.py's docstring describes the table.
 """
 import json
+import logging
 import os
 import re
 import statistics
 from typing import Dict, List, Sequence
 
 from .measure import analyze_many, load_config
+
+logger = logging.getLogger(__name__)
 
 
 def read_results(root: str, names: Sequence[str]) -> Dict[str, Dict[str, float]]:
@@ -130,18 +133,18 @@ def markdown_table(names: Sequence[str], miou: Dict[str, Dict[str, float]],
 
 
 def _publish(text: str, table: str, output: str) -> str:
-    """Write ``text`` to ``output`` (folders made), print the table and where it went."""
+    """Write ``text`` to ``output`` (folders made), log the table and where it went."""
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as f:
         f.write(text)
-    print(table)
-    print(f"[ablations] wrote {output}")
+    logger.info(table)
+    logger.info(f"[ablations] wrote {output}")
     return text
 
 
 def write_seeded_report(root: str, names: Sequence[str], seeds: Sequence[int], output: str) -> str:
     """The seeded ablation table (:func:`seeded_table`) of ROOT/<name>/seed<k> runs written to
-    ``output`` as markdown with its explanation; printed; returns the file's text."""
+    ``output`` as markdown with its explanation; logged; returns the file's text."""
     runs = read_seeded_results(root, names, seeds)
     speeds = {name: [read_training_speed(os.path.join(root, name, f"seed{k}"))
                      for k in seeds] for name in names}
@@ -159,7 +162,7 @@ def write_report(root: str, names: Sequence[str], configs: Sequence[str], output
                  opts: Sequence[str] = (), num_classes: int = 171, warmup: int = 2,
                  iters: int = 10) -> str:
     """The ablation table (:func:`markdown_table`: mIoU from ROOT/<name>/results.json, costs
-    measured here) written to ``output`` as markdown with its explanation; printed; returns the
+    measured here) written to ``output`` as markdown with its explanation; logged; returns the
     file's text."""
     miou = read_results(root, names)
     costs = measure_costs(configs, names, opts, num_classes, warmup, iters)

@@ -7,6 +7,7 @@ Deterministic for a seed: the model is initialised from it and batch k is a pure
 """
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -26,6 +27,8 @@ from ..modeling.clip.pretraining import (
     to_open_clip_state_dict,
 )
 from ..utils.state_dicts import load_weights_only
+
+logger = logging.getLogger(__name__)
 
 
 def build_model(seed: int, resolution: int) -> CLIPBackbone:
@@ -93,14 +96,14 @@ def train(args) -> Optional[CLIPBackbone]:
                 kept = [line for line in f if json.loads(line)["step"] <= start]
             with open(log_path, "w") as f:
                 f.writelines(kept)
-        print(f"[pretrain_clip] resumed from {state_path} at step {start}")
+        logger.info(f"[pretrain_clip] resumed from {state_path} at step {start}")
     elif os.path.exists(log_path):
         os.remove(log_path)  # a fresh run starts a fresh log
 
     t0 = time.time()
     stream = SceneCropStream(num_scenes=args.scenes, scene_size=args.scene_size,
                              crop_size=args.resolution, min_scale=args.min_scale)
-    print(f"[pretrain_clip] {len(stream)} scenes of {len(ALL_CLASSES)} classes rendered in "
+    logger.info(f"[pretrain_clip] {len(stream)} scenes of {len(ALL_CLASSES)} classes rendered in "
           f"{time.time() - t0:.1f} s; {args.steps} steps of {args.batch_size} pairs")
     mean = torch.tensor(model.pixel_mean).view(1, 3, 1, 1)
     std = torch.tensor(model.pixel_std).view(1, 3, 1, 1)
@@ -144,11 +147,11 @@ def train(args) -> Optional[CLIPBackbone]:
                          "step": done, "args": _run_signature(args)}, state_path)
         if stopping and done < args.steps:
             bar.close()
-            print(f"[pretrain_clip] stopped after {args.stop_after} steps at step {done} "
+            logger.info(f"[pretrain_clip] stopped after {args.stop_after} steps at step {done} "
                   f"(--stop-after); continue with --resume")
             return None
     bar.close()
-    print(f"[pretrain_clip] trained in {time.time() - t0:.0f} s (this process)")
+    logger.info(f"[pretrain_clip] trained in {time.time() - t0:.0f} s (this process)")
     return model
 
 
@@ -164,5 +167,5 @@ def export(model: CLIPBackbone, args) -> str:
     save_atomic(to_open_clip_state_dict(model.clip, dtype), args.output)
     digest = sha256(args.output)
     size = os.path.getsize(args.output) / 2 ** 20
-    print(f"[pretrain_clip] wrote {args.output} ({size:.1f} MiB, {args.dtype}), sha256 {digest}")
+    logger.info(f"[pretrain_clip] wrote {args.output} ({size:.1f} MiB, {args.dtype}), sha256 {digest}")
     return digest

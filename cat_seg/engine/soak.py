@@ -3,6 +3,7 @@ and resumed with ``--resume`` each time must end with the same weights as an uni
 The tool's docstring describes the procedure and the report.
 """
 import json
+import logging
 import os
 import re
 import signal
@@ -16,6 +17,8 @@ import torch
 
 from ..utils.state_dicts import load_weights_only
 from .checkpointer import non_finite_tensors
+
+logger = logging.getLogger(__name__)
 
 # detectron2's CommonMetricPrinter: " iter: 139  total_loss: ..." (every 20 iterations and at the end)
 _ITER = re.compile(rb"\biter: (\d+)\b")
@@ -146,9 +149,9 @@ def soak(args, root: str) -> Dict[str, object]:
         report["kills"].append({"target": target, "logged_iteration": at, "delay_s": round(delay, 2),
                                 **state})
         report["problems"] += [f"after the kill at {at}: {p}" for p in state["problems"]]
-        print(f"[soak] killed after iteration {at} (target {target}); last_checkpoint "
-              f"{state.get('last_checkpoint')}, {state.get('checkpoints_loaded')} checkpoints readable",
-              flush=True)
+        logger.info(f"[soak] killed after iteration {at} (target {target}); last_checkpoint "
+                    f"{state.get('last_checkpoint')}, {state.get('checkpoints_loaded')} "
+                    "checkpoints readable")
     code = _run_to_end(_command(args, root, killed, resume), log, env, root)
     if code != 0:
         report["problems"].append(f"the resumed run exited with {code} (see {log})")

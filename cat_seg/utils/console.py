@@ -27,9 +27,18 @@ class _Below(logging.Filter):
         return record.levelno < self.level
 
 
+class _WarningsLabelled(logging.Formatter):
+    """``WARNING: message`` for warnings; errors as they are (they carry their own
+    ``[command]`` prefix, as the messages of ``SystemExit`` do)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"WARNING: {text}" if record.levelno == logging.WARNING else text
+
+
 def configure_console_logging(level: int = logging.INFO) -> None:
     """Show ``cat_seg``'s log records at ``level`` and above as plain lines, as ``print`` did:
-    INFO on stdout, WARNING and up on stderr as ``WARNING: message``. Other libraries' records
+    INFO on stdout, WARNING and up on stderr (warnings as ``WARNING: message``). Other libraries' records
     keep Python's default (warnings and up). Idempotent. detectron2's ``setup_logger(name=
     "cat_seg")`` (training and evaluation) later takes the ``cat_seg`` logger over with its own
     formatted handlers and stops its propagation here, so no line is printed twice."""
@@ -40,7 +49,7 @@ def configure_console_logging(level: int = logging.INFO) -> None:
         out.setFormatter(logging.Formatter("%(message)s"))
         err = logging.StreamHandler(sys.stderr)
         err.setLevel(logging.WARNING)
-        err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        err.setFormatter(_WarningsLabelled())
         for handler in (out, err):
             handler.set_name(_HANDLER_NAME)
             root.addHandler(handler)

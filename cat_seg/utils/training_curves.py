@@ -4,13 +4,15 @@ learning rate, each evaluated metric per test set) and a text summary. tools/plo
 command line; its docstring describes the figure.
 """
 import json
+import logging
 import math
 import os
-import sys
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 # Pixels of one panel at the default dpi; the figure is a grid of 3 panels per row.
 PANEL_SIZE_INCHES = (4.5, 3.2)
@@ -45,11 +47,10 @@ def load_metrics(path: str) -> List[dict]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                print(f"[plot_logs] {path}:{number}: not valid JSON, skipped", file=sys.stderr)
+                logger.warning(f"[plot_logs] {path}:{number}: not valid JSON, skipped")
                 continue
             if not isinstance(record, dict) or not isinstance(record.get("iteration"), int):
-                print(f"[plot_logs] {path}:{number}: no integer 'iteration', skipped",
-                      file=sys.stderr)
+                logger.warning(f"[plot_logs] {path}:{number}: no integer 'iteration', skipped")
                 continue
             iteration = record["iteration"]
             if records and iteration < records[-1]["iteration"]:
