@@ -8,5 +8,7 @@ from . import data, evaluation  # noqa: F401  (dataset registration)
 from .ahs_seg_model import AHSSeg
 from .config import add_ahs_config, build_config
 from .config_checks import check_config
+from .predictor import SegmentationResult, Segmenter
 
-__all__ = ["AHSSeg", "add_ahs_config", "build_config", "check_config"]
+__all__ = ["AHSSeg", "SegmentationResult", "Segmenter", "add_ahs_config", "build_config",
+           "check_config"]

@@ -15,17 +15,21 @@ One step, B images, T classes::
     sem_seg_head(dense', text, guidance) -> logits (B,T,4h,4w)
     training: {"loss_sem_seg": BCE-with-logits against one-hot labels} plus each AHS module's
               losses (AFR "loss_rectify", HPA "loss_proto", SDR "loss_distill")
-    inference: sigmoid scores (T,H,W) at the original size, whole image or sliding window
+    inference: sigmoid scores (T,H,W) at the original size, whole image or sliding window;
+               :meth:`AHSSeg.inference` takes the text embeddings from its caller and returns
+               them as :class:`~cat_seg.inference.ScoreMaps` (resized a few classes at a time)
 
 The AHS modules are driven through their contract (:mod:`cat_seg.modeling.hyperspherical.contract`):
 this file never names one; the config's switches decide which are built.
 
 The vocabulary is the training dataset's ``stuff_classes`` in training; at test time the
 ``prompt_classes`` (PAS-20b) or else ``stuff_classes`` of the dataset named by each input's
-``"dataset_name"``, unless :meth:`AHSSeg.set_vocabulary` fixed one.
+``"dataset_name"``, unless :meth:`AHSSeg.set_vocabulary` fixed one. :meth:`AHSSeg.inference`
+(what :class:`cat_seg.predictor.Segmenter` calls) uses no vocabulary state: the caller hands it
+the text embeddings of its own class names.
 """
 import contextlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +39,7 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 
+from .inference.score_maps import ScoreMaps
 from .modeling.clip import build_clip_backbone
 from .modeling.head import CATSegHead  # noqa: F401  (registers the default MODEL.SEM_SEG_HEAD.NAME)
 from .data.vocabulary import dataset_vocabulary
@@ -289,47 +294,88 @@ class AHSSeg(nn.Module):
             clip_images, _, _ = self.preprocess([x["image"] for x in batched_inputs])
             targets = torch.stack([x["sem_seg"] for x in batched_inputs]).to(self.device)
             return self.training_losses(clip_images, text, targets, class_names)
-        dtype = TEST_PRECISIONS[self.test_precision]
-        # float32 enters no autocast context: one the caller opened stays in force.
-        with (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
-              else contextlib.nullcontext()):
-            if self.sliding_window:
-                results = [{"sem_seg": self.inference_sliding_window(x, text)}
-                           for x in batched_inputs]
-            else:
-                results = self.inference_whole_image(batched_inputs, text)
-        # Evaluators and demos see float32 scores whatever the arithmetic was.
-        return [{"sem_seg": r["sem_seg"].float()} for r in results]
+        # Every class at once at the output size: what evaluators consume.
+        return [{"sem_seg": maps.scores()} for maps in self.inference(batched_inputs, text)]
 
     # ------------------------------------------------------------------ inference
+    def precision_context(self):
+        """The autocast context of TEST.PRECISION; float32 enters none (a caller's stays in
+        force)."""
+        dtype = TEST_PRECISIONS[self.test_precision]
+        return (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext())
+
+    def inference(self, batched_inputs: List[Dict], text: torch.Tensor,
+                  sliding_window: Optional[bool] = None) -> List[ScoreMaps]:
+        """The test-time path with the vocabulary's text embeddings given by the caller.
+
+        Args:
+            batched_inputs: records with "image" (3,H,W) RGB 0-255 and optionally "height",
+                "width" (the output size).
+            text: (T,P,D) text embeddings (``backbone.encode_text(class_names)``).
+            sliding_window: the sliding window (True) or the whole image (False); None: the
+                config's TEST.SLIDING_WINDOW.
+
+        Returns:
+            per input, its (T, height, width) sigmoid scores as :class:`ScoreMaps`: the model has
+            run (logits at its resolution), the resizes to the output size run when scores are
+            asked for, for all classes or a few at a time, in TEST.PRECISION, as float32.
+
+        Nothing here depends on state set by another call, so threads may call it at once with
+        different vocabularies.
+        """
+        if sliding_window is None:
+            sliding_window = self.sliding_window
+        with self.precision_context():
+            if sliding_window:
+                return [self.inference_sliding_window(x, text) for x in batched_inputs]
+            return self.inference_whole_image(batched_inputs, text)
+
+    def _deferred(self, num_classes: int, size: Tuple[int, int],
+                  compute: Callable[[slice], torch.Tensor], bytes_per_class: int) -> ScoreMaps:
+        """:class:`ScoreMaps` whose ``compute`` runs in TEST.PRECISION and returns float32:
+        evaluators and demos see float32 scores whatever the arithmetic was."""
+        def in_precision(classes: slice) -> torch.Tensor:
+            with self.precision_context():
+                return compute(classes).float()
+        return ScoreMaps(num_classes, size, in_precision, bytes_per_class)
+
     def inference_whole_image(self, batched_inputs: List[Dict], text: torch.Tensor
-                              ) -> List[Dict[str, torch.Tensor]]:
+                              ) -> List[ScoreMaps]:
         """The batch resized to CLIP's resolution in one view -> per image (T,height,width)."""
         clip_images, image_sizes, padded_size = self.preprocess(
             [x["image"] for x in batched_inputs])
-        scores = self.segment(clip_images, text).sigmoid()
+        logits = self.segment(clip_images, text)  # (B, T, 4h, 4w)
         results = []
-        for score, size, x in zip(scores, image_sizes, batched_inputs):
+        for logit, size, x in zip(logits, image_sizes, batched_inputs):
             height, width = x.get("height", size[0]), x.get("width", size[1])
-            if tuple(size) == padded_size:
-                # The scores cover exactly the image: one resize to the output size (CAT-Seg).
-                size = score.shape[-2:]
-            else:
-                # The image is only part of the padded batch the scores cover: bring them to
-                # the padded size so that sem_seg_postprocess crops the image's own pixels.
-                score = F.interpolate(score[None], size=padded_size, mode="bilinear",
-                                      align_corners=False)[0]
-            results.append({"sem_seg": sem_seg_postprocess(score, size, height, width)})
+
+            def compute(classes: slice, logit=logit, size=tuple(size), height=height,
+                        width=width) -> torch.Tensor:
+                score = logit[classes].sigmoid()
+                if size == padded_size:
+                    # The scores cover exactly the image: one resize to the output size (CAT-Seg).
+                    size = score.shape[-2:]
+                else:
+                    # The image is only part of the padded batch the scores cover: bring them to
+                    # the padded size so that sem_seg_postprocess crops the image's own pixels.
+                    score = F.interpolate(score[None], size=padded_size, mode="bilinear",
+                                          align_corners=False)[0]
+                return sem_seg_postprocess(score, size, height, width)
+
+            per_class = 4 * (2 * height * width + padded_size[0] * padded_size[1])
+            results.append(self._deferred(logits.shape[1], (height, width), compute, per_class))
         return results
 
-    def inference_sliding_window(self, record: Dict, text: torch.Tensor) -> torch.Tensor:
-        """CAT-Seg's sliding-window inference of one image -> (T, height, width) scores.
+    def inference_sliding_window(self, record: Dict, text: torch.Tensor) -> ScoreMaps:
+        """CAT-Seg's sliding-window inference of one image -> its (T, height, width) scores.
 
         The image is resized to ``out_res`` and cut into crops of ``crop`` pixels with stride
         ``int(crop·(1 - overlap))``; the crops and a global view (the whole image resized to one
         crop) go through the model as one batch. Crop scores (sigmoid, at crop size) are
         averaged where crops overlap, then averaged 1:1 with the global view's scores (resized
-        to ``out_res``), then resized to the output size.
+        to ``out_res``), then resized to the output size. The model runs here; the merging and
+        resizing run per class when the :class:`ScoreMaps` is asked for scores.
         """
         kernel = self.sliding_window_crop
         stride = int(kernel * (1 - self.sliding_window_overlap))
@@ -357,15 +403,20 @@ class AHSSeg(nn.Module):
         resolution = self.backbone.resolution
         views = F.interpolate(views, size=(resolution, resolution), mode="bilinear",
                               align_corners=False)
-
-        scores = F.interpolate(self.segment(views, text), size=(kernel, kernel), mode="bilinear",
-                               align_corners=False).sigmoid()  # (L + 1, T, k, k)
-        crop_scores = scores[:-1].flatten(1).T.unsqueeze(0)  # (1, T·k·k, L)
-        merged = F.fold(crop_scores, out_res, kernel, stride=stride) / coverage
-        global_scores = F.interpolate(scores[-1:], size=out_res, mode="bilinear",
-                                      align_corners=False)
-        merged = (merged + global_scores) / 2
+        logits = self.segment(views, text)  # (L + 1, T, 4h, 4w)
         height = record.get("height", out_res[0])
         width = record.get("width", out_res[1])
-        return sem_seg_postprocess(merged[0], out_res, height, width)
 
+        def compute(classes: slice) -> torch.Tensor:
+            scores = F.interpolate(logits[:, classes], size=(kernel, kernel), mode="bilinear",
+                                   align_corners=False).sigmoid()  # (L + 1, c, k, k)
+            crop_scores = scores[:-1].flatten(1).T.unsqueeze(0)  # (1, c·k·k, L)
+            merged = F.fold(crop_scores, out_res, kernel, stride=stride) / coverage
+            global_scores = F.interpolate(scores[-1:], size=out_res, mode="bilinear",
+                                          align_corners=False)
+            merged = (merged + global_scores) / 2
+            return sem_seg_postprocess(merged[0], out_res, height, width)
+
+        per_class = 4 * (2 * height * width + 2 * logits.shape[0] * kernel * kernel
+                         + 3 * out_res[0] * out_res[1])
+        return self._deferred(logits.shape[1], (height, width), compute, per_class)

@@ -12,6 +12,9 @@ from cat_seg.demo import images as demo_images
 
 import cat_seg  # noqa: E402,F401  (registers the model, head and datasets)
 from cat_seg.data.label_io import read_label  # noqa: E402
+from cat_seg.inference import ScoreMaps  # noqa: E402
+from cat_seg.inference.image_inputs import RGBImage  # noqa: E402
+from cat_seg.predictor import SegmentationResult  # noqa: E402
 from cat_seg.utils.visualization import draw_legend, palette  # noqa: E402
 
 
@@ -105,6 +108,15 @@ def legend_colors(overlay: np.ndarray, image_height: int) -> set:
     return {tuple(c) for c in overlay[image_height:].reshape(-1, 3)}
 
 
+def result_of(scores: torch.Tensor, names, image) -> SegmentationResult:
+    """A predictor result whose sigmoid scores are ``scores`` (T, H, W)."""
+    maps = ScoreMaps(len(names), scores.shape[1:], lambda classes: scores[classes],
+                     bytes_per_class=scores[0].numel() * 4)
+    labels, top = maps.best()
+    return SegmentationResult(labels.numpy(), top.numpy(), list(names), maps, 0.0,
+                              RGBImage(image, "image"))
+
+
 def test_outputs_show_the_predicted_classes_and_their_legend(tmp_path):
     names = ["sky", "tree, bush", "person", "road"]
     height, width = 30, 48
@@ -113,7 +125,8 @@ def test_outputs_show_the_predicted_classes_and_their_legend(tmp_path):
     scores[2, 10:] = 0.8   # person below
     scores[3, 10:, :8] = 0.95  # road at the bottom left; "tree" is never predicted
     image = np.full((height, width, 3), 100, dtype=np.uint8)
-    record = demo_images.write_outputs(image, scores, names, str(tmp_path), "img", probabilities=True)
+    record = demo_images.write_outputs(image, result_of(scores, names, image), str(tmp_path), "img",
+                                       probabilities=True)
 
     assert record["classes"] == [0, 2, 3]
     assert sum(record["fractions"].values()) == pytest.approx(1.0)

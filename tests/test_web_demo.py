@@ -165,7 +165,7 @@ def test_segment_is_the_cli_inference(tiny_model, tmp_path):
     seg = demo_web.segment(slot, examples[0][0], HELD_OUT, max_side=1024)
     result, label, probabilities = cli_pictures(config, weights, examples[0][0], HELD_OUT, tmp_path)
     np.testing.assert_array_equal(seg.label, label)
-    np.testing.assert_array_equal(seg.probabilities, probabilities)
+    np.testing.assert_array_equal(np.stack([seg.probabilities(c) for c in range(6)]), probabilities)
     assert seg.fractions == pytest.approx(result["fractions"])
     np.testing.assert_array_equal(np.asarray(demo_web.overlay_picture(seg, 0.5)),
                                   np.asarray(Image.open(result["overlay"]).convert("RGB")))

@@ -20,10 +20,10 @@ For every image ``<name>`` it writes into ``--output``:
 * with ``--probabilities``: ``<name>_probabilities/<index>_<class>.png``, the model's score of
   each class per pixel (sigmoid, 0-1 mapped to 0-255).
 
-and once ``vocabulary.json``, the class list the label indices refer to. The model runs its own
-test-time path: the evaluation mapper's resize (INPUT.MIN_SIZE_TEST), then the whole image or
-the sliding window as TEST.SLIDING_WINDOW says (``--opts TEST.SLIDING_WINDOW True`` for the
-benchmarks' protocol).
+and once ``vocabulary.json``, the class list the label indices refer to. Inference is
+:class:`cat_seg.Segmenter`'s (the Python API): by default the evaluation's test protocol (its
+resize, then the sliding window with pooling [1, 1]), so the pictures show what eval_ahs.sh
+measures; ``--mode whole`` segments the whole image in one view (faster, less accurate).
 The work is cat_seg.demo's (cat_seg/demo/images.py); this script parses the arguments and
 reports what was written.
 """
@@ -31,8 +31,13 @@ import argparse
 import os
 from typing import List
 
+from tqdm import tqdm
+
 from cat_seg.demo.images import (
-    build_demo_model, check_images, find_images, parse_vocabulary, run_demo, setup_cfg)
+    build_demo_model, check_images, find_images, ignored_weights_message, parse_vocabulary,
+    run_demo, setup_cfg)
+from cat_seg.predictor import MODES, Segmenter
+from cat_seg.utils.console import prepare_entry_point
 from cat_seg.utils.paths import check_output_dir
 
 
@@ -42,12 +47,15 @@ def main(argv=None) -> List[dict]:
     class_names = parse_vocabulary(args.vocabulary, args.vocabulary_file)
     paths = find_images(args.inputs)
     check_images(paths)
-    opts = list(args.opts) + (["MODEL.ALLOW_UNEXPECTED_WEIGHTS", "True"]
-                              if args.allow_unexpected_weights else [])
-    cfg = setup_cfg(args.config_file, opts, device=args.device, weights=args.weights)
-    model = build_demo_model(cfg)
-    results = run_demo(model, cfg, paths, class_names, args.output,
-                       probabilities=args.probabilities, alpha=args.alpha)
+    cfg = setup_cfg(args.config_file, args.opts, device=args.device, weights=args.weights,
+                    allow_unexpected_weights=args.allow_unexpected_weights)
+    model, ignored = build_demo_model(cfg)
+    if ignored:
+        print(f"[demo] {ignored_weights_message(ignored, cfg.MODEL.WEIGHTS)}")
+    segmenter = Segmenter(model, cfg, ignored_weights=ignored)
+    results = run_demo(segmenter, paths, class_names, args.output,
+                       probabilities=args.probabilities, alpha=args.alpha, mode=args.mode,
+                       report=lambda note: tqdm.write(f"[demo] {note}"))
     for result in results:
         shown = ", ".join(f"{class_names[c].split(',')[0]} {100 * f:.0f}%"
                           for c, f in sorted(result["fractions"].items(), key=lambda kv: -kv[1]))
@@ -72,6 +80,9 @@ def parse_args(argv=None):
     parser.add_argument("--probabilities", action="store_true",
                         help="also write one score map per class")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the config's MODEL.DEVICE)")
+    parser.add_argument("--mode", choices=MODES, default="sliding",
+                        help="sliding: the evaluation's test protocol (default); whole: the whole "
+                        "image in one view (faster, less accurate)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
     parser.add_argument("--allow-unexpected-weights", action="store_true",
                         help="use a checkpoint of another config: its weights this model does not "
@@ -85,6 +96,7 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
+    prepare_entry_point()  # console logging, glibc keeping freed memory (cat_seg.utils.console)
     try:
         main()
     except (OSError, ValueError) as error:

@@ -11,10 +11,11 @@ lava, ice, gravel, carpet, balloon, kite and of the seen ones, drawn by the data
 generator), a class-name box, an opacity slider, the overlay with a legend of the classes present,
 a table of their areas (% of the pixels) and the probability map of one chosen class.
 
-Inference is tools/demo.py's (cat_seg.demo.images): the same vocabulary checks, config, model
-building, weight loading, resize + test path (``segment_image``) and overlay
-(``labelled_overlay``); only the image comes from memory. The page is cat_seg.demo.web's; this
-script checks the arguments and starts the server. Bad input (no or a duplicate class name, a file that is not an image, a model
+Inference is tools/demo.py's: one cat_seg.Segmenter (the Python API; the evaluation's test
+protocol), the same vocabulary checks, config and weight loading, and the same overlay
+(``labelled_overlay``); only the image comes from memory. Requests share the Segmenter without a
+lock (each call carries its own class names). The page is cat_seg.demo.web's; this script checks
+the arguments and starts the server. Bad input (no or a duplicate class name, a file that is not an image, a model
 still loading) gives a message on the page; an image larger than ``--max-side`` is downscaled
 with a note.
 """
@@ -23,6 +24,8 @@ import logging
 import os
 
 from cat_seg.demo.web import DEFAULT_MAX_SIDE, model_builder, serve
+from cat_seg.utils.console import prepare_entry_point
+from cat_seg.utils.paths import resolve_repo_path
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOOLS)
@@ -65,6 +68,8 @@ def parse_args(argv=None):
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides KEY VALUE ..., last on the command line")
     args = parser.parse_args(argv)
+    args.config_file = resolve_repo_path(args.config_file)
+    args.weights = resolve_repo_path(args.weights)
     if args.max_side < 32:
         parser.error("--max-side must be at least 32")
     return args
@@ -72,7 +77,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[web_demo] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     # Checked before the slow imports and the server, so a missing piece is reported at once.
     if not os.path.isfile(args.config_file):
@@ -84,6 +88,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    prepare_entry_point()  # console logging, glibc keeping freed memory (cat_seg.utils.console)
     try:
         main()
     except (FileNotFoundError, ValueError) as error:

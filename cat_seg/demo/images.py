@@ -1,22 +1,27 @@
 """Segment image files into any class names: what tools/demo.py and tools/web_demo.py run.
 
 Vocabulary checks (``--vocabulary`` / ``--vocabulary-file``), input images (files, folders,
-globs; EXIF orientation), the model of a config with strictly loaded weights, the model's own
-test-time path on one image (:func:`segment_image`) and the pictures written per image
-(:func:`write_outputs`: overlay with a legend, label map, probability maps). tools/demo.py's
-docstring describes the files.
+globs; EXIF orientation), the config and model of a :class:`cat_seg.predictor.Segmenter` (the one
+inference path: the demos segment with it, the evaluation runs the same model path) and the
+pictures written per image (:func:`write_outputs`: overlay with a legend, label map, probability
+maps). tools/demo.py's docstring describes the files. Nothing here prints: messages go to the
+``logging`` logger ``cat_seg.demo.images`` or back to the caller.
 """
 import glob
 import json
+import logging
 import os
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from ..inference.image_inputs import decompression_bomb_message, read_upright
 from ..utils.visualization import labelled_overlay
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -106,6 +111,8 @@ def check_images(paths: Sequence[str]) -> None:
         try:
             with Image.open(path) as image:
                 image.verify()
+        except Image.DecompressionBombError as error:
+            bad.append(decompression_bomb_message(path, error))
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
             bad.append(f"{path} ({type(error).__name__}: {error})")
     if bad:
@@ -119,15 +126,10 @@ def read_demo_image(path: str) -> Tuple[np.ndarray, int]:
     (1 = already upright or no tag). Phones store pictures sideways with such a tag; without
     this the demo would segment and draw them sideways. Datasets are read as stored, never through
     this function (their labels match the stored pixels; datasets/README.md, "EXIF orientation").
+    The predictor reads paths the same way (:func:`cat_seg.inference.image_inputs.read_upright`).
     """
-    from ..data.label_io import read_image_rgb
-
-    image = read_image_rgb(path)
-    with Image.open(path) as stored:
-        orientation = int(stored.getexif().get(0x0112, 1) or 1)
-        if orientation != 1:
-            image = np.asarray(ImageOps.exif_transpose(stored).convert("RGB"))
-    return image, orientation
+    image = read_upright(path)
+    return image.pixels, image.exif_orientation
 
 
 def output_names(paths: Sequence[str]) -> List[str]:
@@ -155,38 +157,49 @@ def save_label_map(label: np.ndarray, num_classes: int, path: str) -> np.dtype:
     return dtype
 
 
-def save_probability_maps(scores: np.ndarray, class_names: Sequence[str], folder: str) -> List[str]:
-    """One grayscale PNG per class of ``scores`` (T, H, W) in [0, 1]: round(255·score)."""
-    os.makedirs(folder, exist_ok=True)
+def probability_map_names(class_names: Sequence[str]) -> List[str]:
+    """File names of the per-class score maps: ``<index>_<class slug>.png``."""
     width = len(str(len(class_names) - 1))
+    return [f"{index:0{width}d}_{_slug(name)}.png" for index, name in enumerate(class_names)]
+
+
+def score_to_uint8(score: np.ndarray) -> np.ndarray:
+    """(H, W) scores in [0, 1] -> uint8 round(255·score), as the probability maps store them."""
+    return np.round(np.clip(score, 0, 1) * 255).astype(np.uint8)
+
+
+def save_probability_maps(result, folder: str) -> List[str]:
+    """One grayscale PNG per class of ``result`` (:class:`cat_seg.predictor.SegmentationResult`):
+    round(255·score). Computed one class at a time: never (T, H, W) at once."""
+    os.makedirs(folder, exist_ok=True)
     paths = []
-    for index, (name, score) in enumerate(zip(class_names, scores)):
-        path = os.path.join(folder, f"{index:0{width}d}_{_slug(name)}.png")
-        Image.fromarray(np.round(np.clip(score, 0, 1) * 255).astype(np.uint8)).save(path)
+    for index, file_name in enumerate(probability_map_names(result.class_names)):
+        path = os.path.join(folder, file_name)
+        Image.fromarray(score_to_uint8(result.class_scores(index))).save(path)
         paths.append(path)
     return paths
 
 
-def write_outputs(image: np.ndarray, scores: torch.Tensor, class_names: Sequence[str],
-                  output_dir: str, name: str, probabilities: bool = False,
-                  alpha: float = 0.5) -> dict:
-    """Save one image's pictures from its (T, H, W) scores; returns what was written.
+def write_outputs(image: np.ndarray, result, output_dir: str, name: str,
+                  probabilities: bool = False, alpha: float = 0.5) -> dict:
+    """Save one image's pictures from its :class:`cat_seg.predictor.SegmentationResult`.
 
     Returns ``{"overlay", "labels", "probabilities" (list, may be empty), "classes" (legend class
     indices, sorted), "fractions" ({class index: pixel fraction})}``.
     """
-    if tuple(scores.shape) != (len(class_names),) + image.shape[:2]:
-        raise ValueError(f"scores {tuple(scores.shape)} do not match {len(class_names)} classes "
-                         f"at the image size {image.shape[:2]}")
-    label = scores.argmax(dim=0).cpu().numpy()
+    label = result.labels
+    if label.shape != image.shape[:2]:
+        raise ValueError(f"label map {label.shape} does not match the image size "
+                         f"{image.shape[:2]}")
+    class_names = result.class_names
     overlay_path = os.path.join(output_dir, f"{name}_overlay.png")
     labelled_overlay(image, label, class_names, alpha=alpha).save(overlay_path)
     labels_path = os.path.join(output_dir, f"{name}_labels.png")
     save_label_map(label, len(class_names), labels_path)
     prob_paths = []
     if probabilities:
-        prob_paths = save_probability_maps(scores.float().cpu().numpy(), class_names,
-                                           os.path.join(output_dir, f"{name}_probabilities"))
+        prob_paths = save_probability_maps(result, os.path.join(output_dir,
+                                                                f"{name}_probabilities"))
     fractions = class_fractions(label)
     return {"overlay": overlay_path, "labels": labels_path, "probabilities": prob_paths,
             "classes": sorted(fractions), "fractions": fractions}
@@ -201,18 +214,26 @@ def class_fractions(label: np.ndarray) -> Dict[int, float]:
 # ---------------------------------------------------------------------------------- model
 
 def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] = None,
-              weights: Optional[str] = None):
-    """The frozen config: file, then ``opts``, then ``--device`` / ``--weights``; "auto" resolved."""
+              weights: Optional[str] = None, allow_unexpected_weights: bool = False):
+    """The frozen config of the demos and the predictor: file, then the evaluation's test
+    protocol (sliding window, pooling [1, 1]), then ``opts``, then ``device`` / ``weights``;
+    "auto" resolved. ``config_file`` and ``weights`` are found from the current folder first,
+    then from the repository (``configs/...`` works from any folder)."""
     from .. import build_config
+    from ..engine.benchmarks import TEST_PROTOCOL
+    from ..utils.paths import resolve_repo_path
 
+    config_file = resolve_repo_path(os.fspath(config_file))
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
                                 "shipped ones; a training run saved its own as OUTPUT_DIR/config.yaml)")
-    overrides = list(opts)
+    overrides = list(TEST_PROTOCOL) + list(opts)
     if device:
         overrides += ["MODEL.DEVICE", device]
     if weights:
-        overrides += ["MODEL.WEIGHTS", weights]
+        overrides += ["MODEL.WEIGHTS", resolve_repo_path(os.fspath(weights))]
+    if allow_unexpected_weights:
+        overrides += ["MODEL.ALLOW_UNEXPECTED_WEIGHTS", "True"]
     return build_config(config_file, overrides)
 
 
@@ -223,81 +244,70 @@ def load_weights(model: torch.nn.Module, path: str, allow_unexpected: bool = Fal
     only, and a file that is unreadable, or lacks weights of the model or has weights of another
     shape (the checkpoint belongs to another config), stops with an error; so do weights the
     model does not have, unless ``allow_unexpected`` (``--allow-unexpected-weights``): then they
-    are dropped, said on the console, and returned. Here only a missing path gets the demo's own
-    advice.
+    are dropped and returned (:func:`ignored_weights_message` says it in a line). Here
+    only a missing path gets the demo's own advice.
     """
     from ..engine import AtomicCheckpointer
+    from ..utils.paths import resolve_repo_path
 
     if not path:
         raise ValueError("no weights given: pass --weights OUTPUT_DIR/model_final.pth (a checkpoint "
                          "train_net.py / run_ahs.sh wrote) or set MODEL.WEIGHTS in the config")
+    path = resolve_repo_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path} does not exist; train first (run_ahs.sh) or "
                                 "pass the path of a checkpoint (OUTPUT_DIR/model_final.pth)")
     checkpointer = AtomicCheckpointer(model, allow_unexpected=allow_unexpected)
     checkpointer.load(path)
     if checkpointer.ignored_keys:
-        modules = sorted({".".join(k.split(".")[:1]) for k in checkpointer.ignored_keys})
-        print(f"[demo] --allow-unexpected-weights: {len(checkpointer.ignored_keys)} weights of "
-              f"{path} that this config's model does not have were ignored ({', '.join(modules)})")
+        # Debug only: the keys go back to the caller, whose message it is (tools/demo.py prints it).
+        log.debug(ignored_weights_message(checkpointer.ignored_keys, path))
     return checkpointer.ignored_keys
 
 
-def build_demo_model(cfg) -> torch.nn.Module:
-    """The model of ``cfg`` with ``cfg.MODEL.WEIGHTS`` loaded, in evaluation mode (and glibc
-    keeping freed memory for reuse, :mod:`cat_seg.utils.allocator`)."""
+def ignored_weights_message(keys: Sequence[str], path: str) -> str:
+    modules = sorted({key.split(".")[0] for key in keys})
+    return (f"--allow-unexpected-weights: {len(keys)} weights of {path} that this config's model "
+            f"does not have were ignored ({', '.join(modules)})")
+
+
+def build_demo_model(cfg) -> Tuple[torch.nn.Module, List[str]]:
+    """The model of ``cfg`` with ``cfg.MODEL.WEIGHTS`` loaded, in evaluation mode, and the
+    checkpoint keys it ignored (MODEL.ALLOW_UNEXPECTED_WEIGHTS)."""
     from detectron2.modeling import build_model
 
-    from ..utils.allocator import reuse_freed_memory
-
-    reuse_freed_memory()
-
     model = build_model(cfg)
-    load_weights(model, cfg.MODEL.WEIGHTS, allow_unexpected=cfg.MODEL.ALLOW_UNEXPECTED_WEIGHTS)
-    return model.eval()
+    ignored = load_weights(model, cfg.MODEL.WEIGHTS,
+                           allow_unexpected=cfg.MODEL.ALLOW_UNEXPECTED_WEIGHTS)
+    return model.eval(), ignored
 
 
-def segment_image(model: torch.nn.Module, mapper, image: np.ndarray) -> torch.Tensor:
-    """Scores (T, H, W) of ``image`` (H, W, 3) uint8 RGB over the model's current vocabulary.
-
-    The one inference step of the CLI and of tools/web_demo.py (an in-memory image): the
-    evaluation ``mapper``'s own resize, then the model's test path, back at the image's size.
-    """
-    from detectron2.data import transforms as T
-
-    resized = T.AugInput(image)
-    mapper.augmentations(resized)
-    tensor = torch.as_tensor(np.ascontiguousarray(resized.image.transpose(2, 0, 1)))
-    with torch.no_grad():
-        return model([{"image": tensor, "height": image.shape[0],
-                       "width": image.shape[1]}])[0]["sem_seg"]
-
-
-def run_demo(model: torch.nn.Module, cfg, image_paths: Sequence[str], class_names: Sequence[str],
+def run_demo(segmenter, image_paths: Sequence[str], class_names: Sequence[str],
              output_dir: str, probabilities: bool = False, alpha: float = 0.5,
-             progress: bool = True) -> List[dict]:
-    """Segment every image into ``class_names`` and write its pictures (see the module doc).
+             progress: bool = True, mode: str = "sliding",
+             report: Optional[Callable[[str], None]] = None) -> List[dict]:
+    """Segment every image into ``class_names`` with ``segmenter``
+    (:class:`cat_seg.predictor.Segmenter`) and write its pictures (see the module doc).
 
-    Returns per image the record of :func:`write_outputs` plus ``"image"`` (its path).
+    ``report`` receives notes on the inputs (EXIF orientation applied); default: the log.
+    Returns per image the record of :func:`write_outputs` plus ``"image"`` (its path),
+    ``"exif_orientation"`` and ``"seconds"``.
     """
     from tqdm import tqdm
 
-    from ..data.dataset_mapper import SemanticDatasetMapper
-
+    report = report or log.info
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "vocabulary.json"), "w") as f:
         json.dump(list(class_names), f, indent=1)
-    mapper = SemanticDatasetMapper(cfg, is_train=False)
-    model.set_vocabulary(list(class_names))
     results = []
-    with torch.no_grad():
-        for path, name in tqdm(list(zip(image_paths, output_names(image_paths))), desc="demo",
-                               unit="image", disable=not progress):
-            image, orientation = read_demo_image(path)
-            if orientation != 1 and progress:
-                tqdm.write(f"[demo] {path}: EXIF orientation {orientation} applied (the image is "
-                           "segmented upright, as photo viewers show it)")
-            record = write_outputs(image, segment_image(model, mapper, image), class_names,
-                                   output_dir, name, probabilities=probabilities, alpha=alpha)
-            results.append(dict(record, image=path, exif_orientation=orientation))
+    for path, name in tqdm(list(zip(image_paths, output_names(image_paths))), desc="demo",
+                           unit="image", disable=not progress):
+        image = read_upright(path)
+        for note in image.notes:
+            report(note)
+        result = segmenter(image.pixels, class_names, mode=mode)
+        record = write_outputs(image.pixels, result, output_dir, name,
+                               probabilities=probabilities, alpha=alpha)
+        results.append(dict(record, image=path, exif_orientation=image.exif_orientation,
+                            seconds=result.seconds))
     return results

@@ -1,7 +1,8 @@
 """The browser demo's page and the work behind it (tools/web_demo.py starts the server).
 
-Inference is :mod:`cat_seg.demo.images`': the same vocabulary checks, config, model building,
-weight loading, resize + test path (``segment_image``) and overlay (``labelled_overlay``); only the
+Inference is :class:`cat_seg.predictor.Segmenter`'s, built as tools/demo.py builds it (the same
+vocabulary checks, config, weight loading) and shared by every request without a lock: the
+vocabulary belongs to each call. The overlay is tools/demo.py's (``labelled_overlay``); only the
 image comes from memory. Bad input (no or a duplicate class name, a file that is not an image, a
 model still loading) gives a message on the page; an image larger than ``max_side`` is downscaled
 with a note. gradio (an optional extra, requirements-demo.txt) is imported only by
@@ -17,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 from PIL import Image
 
+from ..predictor import SegmentationResult, Segmenter
 from ..utils.visualization import labelled_overlay, palette
 from . import images
 
@@ -35,7 +36,7 @@ EXAMPLE_SCENES = (
     ("unseen_val", 0, "all"),
 )
 
-log = logging.getLogger("web_demo")
+log = logging.getLogger(__name__)
 
 
 class InputError(ValueError):
@@ -49,20 +50,20 @@ class ModelNotReady(RuntimeError):
 # ---------------------------------------------------------------------------------- the model
 
 class ModelSlot:
-    """The demo's model, built in a background thread so the page answers at once.
+    """The demo's :class:`~cat_seg.predictor.Segmenter`, built in a background thread so the page
+    answers at once.
 
-    ``build()`` returns ``(model, mapper)``; :meth:`get` hands them out once built and otherwise
-    raises :class:`ModelNotReady` saying whether it is still loading or why loading failed.
-    ``lock`` serialises inference: ``set_vocabulary`` changes the shared model.
+    ``build()`` returns it; :meth:`get` hands it out once built and otherwise raises
+    :class:`ModelNotReady` saying whether it is still loading or why loading failed. Requests
+    call it concurrently: each call carries its own vocabulary.
     """
 
-    def __init__(self, build: Callable[[], Tuple[torch.nn.Module, object]]):
+    def __init__(self, build: Callable[[], Segmenter]):
         self._build = build
         self._done = threading.Event()
         self._value = None
         self._error: Optional[str] = None
         self._started = time.monotonic()
-        self.lock = threading.Lock()
 
     def start(self) -> "ModelSlot":
         self._started = time.monotonic()
@@ -95,13 +96,10 @@ class ModelSlot:
 
 
 def model_builder(config_file: str, weights: str, device: Optional[str] = None,
-                  opts: Sequence[str] = ()) -> Callable[[], Tuple[torch.nn.Module, object]]:
-    """The loader of tools/demo.py (config, model, strict weights) plus the evaluation mapper."""
-    def build():
-        from ..data.dataset_mapper import SemanticDatasetMapper
-
-        cfg = images.setup_cfg(config_file, opts, device=device, weights=weights)
-        return images.build_demo_model(cfg), SemanticDatasetMapper(cfg, is_train=False)
+                  opts: Sequence[str] = ()) -> Callable[[], Segmenter]:
+    """The loader of tools/demo.py (config with the test protocol, model, strict weights)."""
+    def build() -> Segmenter:
+        return Segmenter.from_config(config_file, weights, device=device, opts=opts)
     return build
 
 
@@ -175,17 +173,31 @@ class Segmentation:
     """One segmented image, kept in the page's session so the opacity and the class of the
     probability view change without running the model again.
 
-    image: uint8 (H, W, 3); label: int64 (H, W) argmax class indices; probabilities: uint8
-    (T, H, W), the model's scores round(255·clip(s, 0, 1)) as tools/demo.py writes them;
-    fractions: {class index: pixel fraction} of the classes present (tools/demo.py's figure).
+    image: uint8 (H, W, 3); result: the predictor's :class:`~cat_seg.predictor.SegmentationResult`
+    (its label map, and the scores of one class computed when that class is shown: never all
+    T × H × W at once); fractions: {class index: pixel fraction} of the classes present
+    (tools/demo.py's figure).
     """
     image: np.ndarray
-    label: np.ndarray
-    probabilities: np.ndarray
-    class_names: List[str]
+    result: SegmentationResult
     fractions: Dict[int, float]
     notes: List[str] = field(default_factory=list)
-    seconds: float = 0.0
+
+    @property
+    def label(self) -> np.ndarray:
+        return self.result.labels
+
+    @property
+    def class_names(self) -> List[str]:
+        return self.result.class_names
+
+    @property
+    def seconds(self) -> float:
+        return self.result.seconds
+
+    def probabilities(self, index: int) -> np.ndarray:
+        """uint8 (H, W): class ``index``'s scores as tools/demo.py writes them, round(255·s)."""
+        return images.score_to_uint8(self.result.class_scores(index))
 
     def short_name(self, index: int) -> str:
         return self.class_names[index].split(",")[0]
@@ -198,16 +210,9 @@ def segment(slot: ModelSlot, upload, vocabulary: Optional[str], max_side: int) -
     """
     names = parse_page_vocabulary(vocabulary)
     image, note = read_upload(upload, max_side)
-    model, mapper = slot.get()
-    start = time.perf_counter()
-    with slot.lock:
-        model.set_vocabulary(names)
-        scores = images.segment_image(model, mapper, image).float().cpu()
-    seconds = time.perf_counter() - start
-    label = scores.argmax(dim=0).numpy()
-    probabilities = np.round(scores.clamp(0, 1).numpy() * 255).astype(np.uint8)
-    return Segmentation(image, label, probabilities, names, images.class_fractions(label),
-                        [note] if note else [], seconds)
+    result = slot.get()(image, names)
+    return Segmentation(image, result, images.class_fractions(result.labels),
+                        [note] if note else [])
 
 
 def overlay_picture(seg: Segmentation, alpha: float) -> Image.Image:
@@ -238,7 +243,7 @@ def probability_picture(seg: Segmentation, class_name: Optional[str]) -> Optiona
         return None
     from matplotlib import colormaps
 
-    score = seg.probabilities[names.index(class_name)]
+    score = seg.probabilities(names.index(class_name))
     return (colormaps["viridis"](score)[..., :3] * 255).round().astype(np.uint8)
 
 
@@ -364,7 +369,7 @@ def import_gradio():
     return gradio
 
 
-def serve(build: Callable[[], Tuple[torch.nn.Module, object]], examples_dir: str, *,
+def serve(build: Callable[[], Segmenter], examples_dir: str, *,
           host: str = "127.0.0.1", port: int = 7860, max_side: int = DEFAULT_MAX_SIDE) -> None:
     """Start loading the model of ``build`` (:func:`model_builder`) in the background, draw the
     examples into ``examples_dir`` and serve the page on ``host:port`` until interrupted."""
