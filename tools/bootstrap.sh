@@ -8,14 +8,16 @@
 #    `cat_seg` must then resolve to this checkout: if it is not installed there, this repository
 #    is put on PYTHONPATH for the scripts that source this file (nothing is installed into an
 #    environment the user owns), unless AHS_EDITABLE_INSTALL=1, which runs
-#    `pip install --no-deps -e .` into that interpreter once.
-# 2. Otherwise ./.venv is created (once) and filled from the package index: requirements.txt, then
-#    detectron2's pure-Python sources from PyPI's `sal-detectron2==0.7.2` wheel (its compiled `_C`
-#    extension is not needed by this project and is never loaded), then this project itself,
-#    editable (`pip install --no-deps -e .`, pyproject.toml), so `import cat_seg` works from any
-#    folder and the `ahs-train` command exists.
-# Idempotent: a stamp of requirements.txt + pyproject.toml + this file makes a second call take
-# about a second. Set AHS_FORCE_VENV=1 to ignore the current interpreter.
+#    `pip install --no-deps -e .` into that interpreter once. Without the test requirements
+#    (requirements-test.txt) a note says how to add them for tools/run_tests.sh.
+# 2. Otherwise ./.venv is created (once) and filled from the package index: requirements-test.txt
+#    (the runtime requirements.txt plus the [test] extra: pytest, playwright), then detectron2's
+#    pure-Python sources from PyPI's `sal-detectron2==0.7.2` wheel (its compiled `_C` extension is
+#    not needed by this project and is never loaded), then this project itself, editable
+#    (`pip install --no-deps -e .`, pyproject.toml), so `import cat_seg` works from any folder and
+#    the `ahs-seg` command exists.
+# Idempotent: a stamp of the requirement files + pyproject.toml + this file makes a second call
+# take about a second. Set AHS_FORCE_VENV=1 to ignore the current interpreter.
 
 # pip install into the venv; pip's notes about unreachable local mirrors are noise, errors stay.
 _ahs_pip() {
@@ -43,12 +45,16 @@ _ahs_bootstrap() {
     py="${PYTHON:-python3}"
     venv="$root/.venv"
     stamp="$venv/.ahs-requirements.sha256"
-    want="$(cat "$root/requirements.txt" "$root/pyproject.toml" "$root/tools/bootstrap.sh" \
-        | sha256sum | cut -d' ' -f1)"
+    want="$(cat "$root/requirements.txt" "$root/requirements-test.txt" "$root/pyproject.toml" \
+        "$root/tools/bootstrap.sh" | sha256sum | cut -d' ' -f1)"
 
     if [ -z "${AHS_FORCE_VENV:-}" ] && [ ! -x "$venv/bin/python" ] \
         && "$py" "$root/tools/check_env.py" >/dev/null 2>&1; then
         _ahs_package_on_path "$root" "$py" || return 1
+        if ! "$py" "$root/tools/check_env.py" --tests >/dev/null 2>&1; then
+            echo "[bootstrap] note: $py lacks the test requirements; for tools/run_tests.sh run" \
+                 "$py -m pip install -r $root/requirements-test.txt (or AHS_FORCE_VENV=1)" >&2
+        fi
         AHS_PYTHON="$(command -v "$py")"
         export AHS_PYTHON
         return 0
@@ -63,7 +69,7 @@ _ahs_bootstrap() {
     local t0=$SECONDS
     [ -x "$venv/bin/python" ] || "$py" -m venv "$venv" || return 1
     _ahs_pip "$venv" --upgrade pip || return 1
-    _ahs_pip "$venv" -r "$root/requirements.txt" || return 1
+    _ahs_pip "$venv" -r "$root/requirements-test.txt" || return 1
     local site
     site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     if ! "$venv/bin/python" -c "import detectron2" >/dev/null 2>&1; then
@@ -74,7 +80,7 @@ _ahs_bootstrap() {
     fi
     # The project itself (pyproject.toml), editable: its dependencies are the ones above.
     _ahs_pip "$venv" --no-deps -e "$root" || return 1
-    "$venv/bin/python" "$root/tools/check_env.py" >&2 || return 1
+    "$venv/bin/python" "$root/tools/check_env.py" --tests >&2 || return 1
     "$venv/bin/python" "$root/tools/check_env.py" --package >&2 || return 1
     echo "$want" > "$stamp"
     echo "[bootstrap] environment ready in $((SECONDS - t0)) s" >&2

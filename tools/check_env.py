@@ -3,6 +3,9 @@
 Used by ``tools/bootstrap.sh`` to decide between the current interpreter and ``./.venv``.
 Prints the first unmet requirement on failure, so a user sees why a venv is being built.
 
+``--tests``: instead, exit 0 when the test requirements (``requirements-test.txt``: pytest,
+playwright) are met too.
+
 ``--package``: instead, exit 0 when ``import cat_seg`` (from any folder) resolves to this
 checkout's ``cat_seg/``, i.e. the project is installed (``pip install -e .``) or on PYTHONPATH;
 the package is located without being imported (no torch start-up).
@@ -14,7 +17,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def requirements_met() -> int:
+def _requirement_lines(path: Path):
+    """The requirement lines of a pip requirements file, following ``-r other.txt``."""
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            yield from _requirement_lines(path.parent / line[3:].strip())
+        elif line:
+            yield line
+
+
+def requirements_met(req_file: Path = ROOT / "requirements.txt") -> int:
     try:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -22,11 +35,7 @@ def requirements_met() -> int:
     except ImportError as e:  # `packaging` missing: this interpreter is not set up
         print(f"check_env: {e}")
         return 1
-    req_file = ROOT / "requirements.txt"
-    for line in req_file.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
+    for line in _requirement_lines(req_file):
         req = Requirement(line)
         try:
             installed = version(req.name)
@@ -60,7 +69,11 @@ def package_here() -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return package_here() if argv == ["--package"] else requirements_met()
+    if argv == ["--package"]:
+        return package_here()
+    if argv == ["--tests"]:
+        return requirements_met(ROOT / "requirements-test.txt")
+    return requirements_met()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the browser test of the web demo (tests/test_web_demo.py) needs, once:
-# gradio + playwright (requirements-demo.txt) into $AHS_PYTHON and Debian's chromium.
+# gradio + playwright (the [demo] and [test] extras: requirements-demo.txt, requirements-test.txt)
+# into $AHS_PYTHON and Debian's chromium.
 # Idempotent: when both are there it only checks (about a second). The first install took
 # about 1 min on a 2-core machine (apt 50 s, pip 15 s). Needs root and apt-get for Chromium;
 # anywhere else install a Chromium yourself and point AHS_CHROMIUM at it.
@@ -11,8 +12,9 @@ py="${AHS_PYTHON:-python3}"
 
 have_extras="import importlib.util as u, sys; sys.exit(not (u.find_spec('gradio') and u.find_spec('playwright')))"
 if ! "$py" -c "$have_extras"; then
-    echo "[browser-test] pip install -r requirements-demo.txt into $py" >&2
-    "$py" -m pip install --quiet -r requirements-demo.txt 2> >(grep -v "WARNING: Location" >&2)
+    echo "[browser-test] pip install -r requirements-demo.txt -r requirements-test.txt into $py" >&2
+    "$py" -m pip install --quiet -r requirements-demo.txt -r requirements-test.txt \
+        2> >(grep -v "WARNING: Location" >&2)
 fi
 
 chromium="${AHS_CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}"
