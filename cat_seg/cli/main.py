@@ -8,6 +8,11 @@ or anything that is not an int counts as success) or raises; an ``OSError`` / ``
 Entries that are not modules of the package are scripts of the repository checkout
 (``tools/demo.py``, ...), loaded from the repository this package belongs to: they are the
 owners of those commands, and the package runs them as they are.
+
+Paths: what the user types means what it means in the shell, relative to the current folder. A
+``--config-file`` that does not exist there but names a shipped config (``configs/...``) is
+handed to every subcommand as the repository's file
+(:func:`cat_seg.utils.paths.resolve_repo_path`), so any command works from any folder.
 """
 import argparse
 import importlib
@@ -19,9 +24,11 @@ from types import ModuleType
 from typing import Dict, List, Optional
 
 from ..utils.console import prepare_entry_point
-from ..utils.paths import repository_root
+from ..utils.paths import repository_root, resolve_repo_path
 
 PROG = "ahs-seg"
+
+logger = logging.getLogger(__name__)
 
 # name -> module path (``package.module``) or a repository script (``tools/x.py``) whose
 # ``main(argv)`` runs the subcommand.
@@ -79,6 +86,25 @@ def load_subcommand(name: str) -> ModuleType:
     return module
 
 
+def resolve_config_arguments(argv: List[str]) -> List[str]:
+    """``argv`` with the value of each ``--config-file`` (also ``--config-file=...``) resolved by
+    :func:`cat_seg.utils.paths.resolve_repo_path`; everything else unchanged."""
+    resolved = []
+    expects_config = False
+    for argument in argv:
+        if expects_config:
+            resolved.append(resolve_repo_path(argument))
+            expects_config = False
+        elif argument == "--config-file":
+            resolved.append(argument)
+            expects_config = True
+        elif argument.startswith("--config-file="):
+            resolved.append("--config-file=" + resolve_repo_path(argument.split("=", 1)[1]))
+        else:
+            resolved.append(argument)
+    return resolved
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -100,21 +126,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv:
         parser.print_help()
         return 2
-    arguments = parser.parse_args(argv[:1])
-    name = arguments.subcommand
+    name = parser.parse_args(argv[:1]).subcommand
     prepare_entry_point()
     try:
         module = load_subcommand(name)
     except SubcommandUnavailable as error:
-        print(f"[{PROG}] {error}", file=sys.stderr)
+        logger.error(f"[{PROG}] {error}")
         return 1
+    arguments = resolve_config_arguments(argv[1:])
     # argparse inside the subcommand names itself "ahs-seg NAME" in its usage lines.
-    sys.argv = [f"{PROG} {name}"] + argv[1:]
+    sys.argv = [f"{PROG} {name}"] + arguments
     try:
-        status = module.main(argv[1:])
+        status = module.main(arguments)
     except (OSError, ValueError) as error:
-        logging.getLogger(__name__).debug("%s %s failed", PROG, name, exc_info=True)
-        print(f"[{PROG} {name}] {error}", file=sys.stderr)
+        logger.debug("%s %s failed", PROG, name, exc_info=True)
+        logger.error(f"[{PROG} {name}] {error}")
         return 1
     return status if isinstance(status, int) and not isinstance(status, bool) else 0
 
