@@ -113,6 +113,42 @@ def test_bad_description_names_the_problem(tmp_path, text, expected):
     assert any(expected in p for p in _problems(path))
 
 
+def test_shipped_example_describes_the_synthetic_world():
+    from cat_seg.data.synthetic.classes import SEEN_CLASSES, UNSEEN_CLASSES
+    from cat_seg.data.synthetic.scenes import IGNORE_LABEL
+    from cat_seg.data.synthetic.storage import image_path, label_path
+
+    example = os.path.join(ROOT, "configs", "datasets", "example_folder_dataset.yaml")
+    train, val, unseen = read_folder_dataset_description(example)
+    synthetic = os.path.join(ROOT, "datasets", "synthetic")  # where the quick start makes it
+    for dataset, split, classes in ((train, "seen_train", SEEN_CLASSES),
+                                    (val, "seen_val", SEEN_CLASSES),
+                                    (unseen, "unseen_val", UNSEEN_CLASSES)):
+        assert dataset.image_dir == os.path.dirname(image_path(synthetic, split, 0))
+        assert dataset.label_dir == os.path.dirname(label_path(synthetic, split, 0))
+        assert image_path(synthetic, split, 0).endswith(dataset.image_suffix)
+        assert label_path(synthetic, split, 0).endswith(dataset.label_suffix)
+        assert dataset.class_names == tuple(c.name for c in classes)
+        assert (dataset.ignore_label, dataset.label_offset) == (IGNORE_LABEL, 0)
+    assert (val.benchmark, unseen.benchmark) == ("SynFolder-seen", "SynFolder-unseen")
+
+
+def test_config_key_registers_and_saves_absolute_paths(tmp_path, make_cfg, monkeypatch):
+    from cat_seg.data import register_config_folder_datasets
+
+    write_folder_dataset(tmp_path / "data", name=f"cfg{os.getpid()}")
+    monkeypatch.chdir(tmp_path)
+    cfg = make_cfg(DATASETS__FOLDER_DATASETS=[f"data/cfg{os.getpid()}.yaml"])
+    cfg.freeze()
+    resolved = register_config_folder_datasets(cfg)
+    assert resolved.DATASETS.FOLDER_DATASETS == [str(tmp_path / "data" / f"cfg{os.getpid()}.yaml")]
+    assert cfg.DATASETS.FOLDER_DATASETS == [f"data/cfg{os.getpid()}.yaml"]  # not changed
+    assert f"cfg{os.getpid()}_val" in DatasetCatalog.list()
+    cfg = make_cfg(DATASETS__FOLDER_DATASETS=["absent.yaml"])
+    with pytest.raises(FolderDatasetError, match="absent.yaml does not exist"):
+        register_config_folder_datasets(cfg)
+
+
 # ------------------------------------------------------------------------------ the label offset
 
 def test_label_offset_maps_values_and_keeps_ignore(tmp_path):

@@ -48,6 +48,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image, UnidentifiedImageError
 
 from .benchmarks import DatasetNotPreparedError
+from ..utils.paths import resolve_repo_path
 from .label_io import LABEL_OFFSET_KEY, apply_label_offset, read_label
 
 __all__ = [
@@ -440,10 +441,13 @@ def register_folder_datasets(paths: Iterable[str]) -> List[str]:
 
 
 def register_config_folder_datasets(cfg):
-    """Register the descriptions named in ``cfg.DATASETS.FOLDER_DATASETS`` (relative paths: from
-    the current folder) and return ``cfg`` with those paths absolute, so a config saved with a
-    run finds them from any folder. ``cfg`` itself is not changed."""
-    paths = [os.path.abspath(os.path.expanduser(p)) for p in cfg.DATASETS.FOLDER_DATASETS]
+    """Register the descriptions named in ``cfg.DATASETS.FOLDER_DATASETS`` and return ``cfg``
+    with those paths absolute, so a config saved with a run finds them from any folder. A
+    relative path is the current folder's, else the repository's (the shipped
+    ``configs/datasets/...``: :func:`cat_seg.utils.paths.resolve_repo_path`). ``cfg`` itself is
+    not changed."""
+    paths = [os.path.abspath(resolve_repo_path(os.path.expanduser(p)))
+             for p in cfg.DATASETS.FOLDER_DATASETS]
     register_folder_datasets(paths)
     if list(cfg.DATASETS.FOLDER_DATASETS) == paths:
         return cfg
@@ -502,7 +506,8 @@ def _check_pair(dataset: FolderDataset, image_path: str, label_path: str
             img.load()  # decodes every pixel: a truncated file fails here
             image_size = (img.height, img.width)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        problems.append(f"unreadable image {image_path}: {error}")
+        problems.append(f"unreadable image {image_path}: {error} (corrupt, truncated or not an "
+                        "image: replace or remove it)")
     try:
         raw = read_label(label_path)
     except (ValueError, OSError) as error:
