@@ -10,15 +10,22 @@
 #            NUM_GPUS     processes for evaluation (default 1)
 #            VIS          pictures to save per benchmark under OUTPUT/vis (default 0)
 # Writes OUTPUT/results.md, OUTPUT/results.json, OUTPUT/sem_seg_per_class_<dataset>.csv and
-# OUTPUT/config_eval.yaml (a training run's OUTPUT/config.yaml is left as it was).
+# OUTPUT/config_eval.yaml (a training run's OUTPUT/config.yaml is left as it was); an earlier
+# evaluation's results there move to OUTPUT/previous/<time>/ first.
+# Relative paths are the caller's folder's (CONFIG and WEIGHTS: else the repository's); the
+# default OUTPUT is the repository's output/eval/<config name>.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
+source "$(dirname "${BASH_SOURCE[0]}")/tools/user_paths.sh"
 if [ $# -lt 2 ]; then
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2
 fi
-CONFIG="$1"; WEIGHTS="$2"; OUTPUT="${3:-output/eval/$(basename "$CONFIG" .yaml)}"
+CONFIG="$(ahs_user_path "$1" repo)"; WEIGHTS="$(ahs_user_path "$2" repo)"
+OUTPUT="${3:+$(ahs_user_path "$3")}"
+OUTPUT="${OUTPUT:-output/eval/$(basename "$CONFIG" .yaml)}"
 shift $(( $# < 3 ? $# : 3 ))
+ahs_user_opts "$@"; set -- ${AHS_OPTS[@]+"${AHS_OPTS[@]}"}
+cd "$AHS_REPO_DIR"
 source tools/bootstrap.sh
 cmd=("$AHS_PYTHON" tools/eval_benchmarks.py --config-file "$CONFIG" --weights "$WEIGHTS"
      --output "$OUTPUT" --num-gpus "${NUM_GPUS:-1}" --vis "${VIS:-0}")

@@ -8,12 +8,17 @@
 # node (see docs/multi_node.md). RESUME=1 continues from OUTPUT/last_checkpoint.
 # Evaluation variables (BENCHMARKS, SKIP_MISSING, VIS: pictures per benchmark, default 4) are
 # passed on to eval_ahs.sh.
+# Relative paths are the caller's folder's (CONFIG: else the repository's); the default OUTPUT is
+# the repository's output/<config name>.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
-CONFIG="${1:-configs/vitb_384_ahs.yaml}"
+source "$(dirname "${BASH_SOURCE[0]}")/tools/user_paths.sh"
+CONFIG="$(ahs_user_path "${1:-configs/vitb_384_ahs.yaml}" repo)"
 NUM_GPUS="${2:-1}"
-OUTPUT="${3:-output/$(basename "$CONFIG" .yaml)}"
+OUTPUT="${3:+$(ahs_user_path "$3")}"
+OUTPUT="${OUTPUT:-output/$(basename "$CONFIG" .yaml)}"
 shift $(( $# < 3 ? $# : 3 ))
+ahs_user_opts "$@"; set -- ${AHS_OPTS[@]+"${AHS_OPTS[@]}"}
+cd "$AHS_REPO_DIR"
 if [ ! -f "$CONFIG" ]; then
     echo "run_ahs.sh: config file $CONFIG does not exist (configs/ lists the shipped ones)" >&2
     exit 2

@@ -36,6 +36,11 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint does not fit the model built from the config (the message says why)."""
 
 
+class CheckpointReadError(ValueError):
+    """The checkpoint file cannot be read: truncated, corrupt, not a checkpoint, or pickled code
+    (the message says which file and what to do)."""
+
+
 def non_finite_tensors(state: dict) -> List[str]:
     """Names of the floating-point tensors of ``state`` holding NaN or Inf."""
     return [k for k, v in state.items()
@@ -105,13 +110,13 @@ class AtomicCheckpointer(DetectionCheckpointer):
         try:
             loaded = load_weights_only(filename)
         except Exception as error:  # truncated zip, foreign format, or pickled code
-            raise ValueError(
+            raise CheckpointReadError(
                 f"checkpoint {filename} could not be read ({type(error).__name__}: {error}); "
                 "it is truncated or corrupt (copy it again), or not a checkpoint of this "
                 "project (CAT-Seg checkpoints convert with tools/convert_checkpoint.py)") from error
         if not isinstance(loaded, dict):
-            raise ValueError(f"checkpoint {filename} holds a {type(loaded).__name__}, not a "
-                             "dict of weights")
+            raise CheckpointReadError(f"checkpoint {filename} holds a {type(loaded).__name__}, "
+                                      "not a dict of weights")
         return loaded if "model" in loaded else {"model": loaded}
 
     def _load_model(self, checkpoint: Any):

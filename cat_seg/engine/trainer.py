@@ -7,11 +7,13 @@ checkpoints, and registers :class:`cat_seg.engine.ModelIterationHook` first.
 ``train_net.py`` (or ``ahs-train``) runs it through :mod:`cat_seg.engine.launch`.
 """
 import logging
+import os
 import weakref
 
 import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
@@ -25,7 +27,81 @@ from .hooks import ModelIterationHook
 from .optimizer import build_optimizer
 from .train_loop import MixedPrecisionTrainer
 
-__all__ = ["Trainer", "wrap_ddp"]
+__all__ = ["DatasetInputError", "Trainer", "TrainingInterrupted", "interrupted_message",
+           "one_line", "wrap_ddp"]
+
+
+class DatasetInputError(ValueError):
+    """A dataset file the run cannot use (a label id outside the class list, an unreadable
+    image...); the message, from the code that read it, names the file and the fix."""
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error``; for an error re-raised by a DataLoader worker, whose message
+    carries the worker's traceback, only the original error's own message."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+class _NamedInputErrors:
+    """A dataset mapper whose ValueError / OSError (bad file content) become
+    :class:`DatasetInputError`, so the entry points report them in one line."""
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+
+    def __call__(self, record):
+        try:
+            return self.mapper(record)
+        except (ValueError, OSError) as error:
+            raise DatasetInputError(str(error)) from error
+
+
+class _EvaluatorNamedInputErrors(DatasetEvaluator):
+    """An evaluator whose ``process`` reports bad label files as :class:`DatasetInputError`;
+    everything else (``evaluate``, ``metrics``, ``write_per_class_csv``...) is the evaluator's."""
+
+    def __init__(self, evaluator):
+        self.evaluator = evaluator
+
+    def __getattr__(self, name):
+        return getattr(self.evaluator, name)
+
+    def reset(self):
+        self.evaluator.reset()
+
+    def process(self, inputs, outputs):
+        try:
+            self.evaluator.process(inputs, outputs)
+        except (ValueError, OSError) as error:
+            raise DatasetInputError(str(error)) from error
+
+    def evaluate(self):
+        return self.evaluator.evaluate()
+
+
+def interrupted_message(output_dir: str, iteration=None, max_iter=None) -> str:
+    """What to tell a user who stopped training (Ctrl-C): where it stopped and what
+    ``--resume`` continues from (OUTPUT_DIR/last_checkpoint)."""
+    where = f"at iteration {iteration}" + (f" of {max_iter}" if max_iter else "") \
+        if iteration is not None else ""
+    tag = os.path.join(output_dir, "last_checkpoint")
+    if os.path.isfile(tag):
+        with open(tag) as f:
+            last = f.read().strip()
+        resume = (f"`--resume` (RESUME=1 for run_ahs.sh) continues from "
+                  f"{os.path.join(output_dir, last)}")
+    else:
+        resume = ("no checkpoint was written yet (SOLVER.CHECKPOINT_PERIOD), so `--resume` starts "
+                  "from the beginning")
+    return f"training interrupted {where}; {resume}".replace("interrupted ;", "interrupted;")
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped by Ctrl-C (KeyboardInterrupt); the message says how to continue."""
 
 
 class Trainer(DefaultTrainer):
@@ -65,6 +141,15 @@ class Trainer(DefaultTrainer):
         # resume the iteration comes back from the checkpoint, so the schedule does too.
         return [ModelIterationHook()] + super().build_hooks()
 
+    def train(self):
+        """DefaultTrainer.train; Ctrl-C raises :class:`TrainingInterrupted` naming the
+        iteration and the checkpoint ``--resume`` continues from, instead of a traceback."""
+        try:
+            return super().train()
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(interrupted_message(
+                self.cfg.OUTPUT_DIR, self.iter, self.max_iter)) from None
+
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
@@ -99,7 +184,8 @@ class Trainer(DefaultTrainer):
         if cfg.SOLVER.IMS_PER_BATCH % world:
             raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible "
                              f"by the {world} processes; make it a multiple")
-        stream = ResumableTrainingStream(records, SemanticDatasetMapper(cfg, is_train=True), seed,
+        stream = ResumableTrainingStream(records,
+                                         _NamedInputErrors(SemanticDatasetMapper(cfg, is_train=True)), seed,
                                          cfg.SOLVER.IMS_PER_BATCH // world, comm.get_rank(), world)
         return build_detection_train_loader(dataset=stream, mapper=None,
                                             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
@@ -112,12 +198,15 @@ class Trainer(DefaultTrainer):
         records = [dict(d, dataset_name=dataset_name) for d in DatasetCatalog.get(dataset_name)]
         # Workers decode and resize the next images while the model runs on the current one
         # (detectron2's default for a list of records is 0 workers: loading in the model's turn).
-        return build_detection_test_loader(records, mapper=SemanticDatasetMapper(cfg, is_train=False),
+        mapper = _NamedInputErrors(SemanticDatasetMapper(cfg, is_train=False))
+        return build_detection_test_loader(records, mapper=mapper,
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        return build_sem_seg_evaluator(dataset_name, output_dir=output_folder)
+        # A label id outside the class list is reported in one line (DatasetInputError).
+        return _EvaluatorNamedInputErrors(build_sem_seg_evaluator(dataset_name,
+                                                                  output_dir=output_folder))
 
 
 def wrap_ddp(model):
