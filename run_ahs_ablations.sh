@@ -13,12 +13,17 @@
 #   CONFIG_DIR=configs/synthetic/ablations PREFIX=quickstart SEEDS="0 1 2" \
 #       bash run_ahs_ablations.sh 1 output/ablations_synthetic
 # Other variables (BENCHMARKS, SKIP_MISSING, NUM_MACHINES, ...) reach run_ahs.sh / eval_ahs.sh.
+# Relative OUTPUT_ROOT and CONFIG_DIR are the caller's folder's (CONFIG_DIR: else the
+# repository's); the default OUTPUT_ROOT is the repository's output/ablations.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
+source "$(dirname "${BASH_SOURCE[0]}")/tools/user_paths.sh"
 NUM_GPUS="${1:-1}"
-ROOT="${2:-output/ablations}"
+ROOT="${2:+$(ahs_user_path "$2")}"
+ROOT="${ROOT:-output/ablations}"
 shift $(( $# < 2 ? $# : 2 ))
-CONFIG_DIR="${CONFIG_DIR:-configs/ablations}"
+ahs_user_opts "$@"; set -- ${AHS_OPTS[@]+"${AHS_OPTS[@]}"}
+CONFIG_DIR="$(ahs_user_path "${CONFIG_DIR:-configs/ablations}" repo)"
+cd "$AHS_REPO_DIR"
 PREFIX="${PREFIX:-vitb_384_ahs}"
 ABLATIONS="${ABLATIONS:-baseline hpa_only sdr_only afr_only full}"
 SEEDS="${SEEDS:-}"

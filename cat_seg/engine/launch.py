@@ -35,7 +35,8 @@ from ..utils.paths import check_output_dir, resolve_repo_path
 from ..utils.results_folder import FolderInUseError, folder_lock
 from .checkpointer import AtomicCheckpointer, CheckpointMismatchError, CheckpointReadError
 from .resume_guard import check_resume, record_config_change, training_config_preserved
-from .trainer import Trainer, TrainingInterrupted, interrupted_message
+from .trainer import (DatasetInputError, Trainer, TrainingInterrupted, interrupted_message,
+                      one_line)
 
 __all__ = ["EVAL_CONFIG_NAME", "check_before_launch", "cli", "default_argument_parser",
            "launch_from_args", "setup", "train_or_evaluate", "training_config_kept",
@@ -45,8 +46,8 @@ EVAL_CONFIG_NAME = "config_eval.yaml"
 
 # Errors raised inside a run whose message names the problem and the fix: reported in one line.
 # (Ctrl-C is reported by launch_from_args itself.)
-STATED_ERRORS = (CheckpointMismatchError, CheckpointReadError, FileNotFoundError,
-                 NotADirectoryError, IsADirectoryError)
+STATED_ERRORS = (CheckpointMismatchError, CheckpointReadError, DatasetInputError,
+                 FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
 def default_argument_parser(epilog=None):
@@ -201,7 +202,8 @@ def launch_from_args(args, name: str = "train_net"):
         return None
     try:
         # Machine 0's processes own the folder; the lock dies with this process.
-        with folder_lock(cfg.OUTPUT_DIR, "run") if args.machine_rank == 0 else _nothing():
+        with folder_lock(cfg.OUTPUT_DIR, "evaluation" if args.eval_only else "training") \
+                if args.machine_rank == 0 else _nothing():
             return launch(train_or_evaluate, args.num_gpus, num_machines=args.num_machines,
                           machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
     except TrainingInterrupted as interrupted:
@@ -213,7 +215,9 @@ def launch_from_args(args, name: str = "train_net"):
     except FolderInUseError as error:
         raise SystemExit(f"[{name}] {error}") from None
     except STATED_ERRORS as error:
-        raise SystemExit(f"[{name}] {error}") from None
+        # The traceback goes to OUTPUT_DIR/log.txt (its file handler logs DEBUG), not the screen.
+        logging.getLogger("cat_seg").debug("stopped by", exc_info=True)
+        raise SystemExit(f"[{name}] {one_line(error)}") from None
 
 
 @contextmanager
