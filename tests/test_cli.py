@@ -7,7 +7,6 @@ the project would.
 import os
 import subprocess
 import sys
-import tomllib
 
 import numpy as np
 import pytest
@@ -81,6 +80,7 @@ def test_paths_typed_by_the_user_win_and_shipped_ones_are_found(tmp_path, monkey
 
 
 def test_pyproject_declares_the_command_and_real_extras():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         project = tomllib.load(f)["project"]
     assert project["scripts"]["ahs-seg"] == "cat_seg.cli.main:main"

@@ -80,6 +80,10 @@ def test_hugging_face_arguments_name_the_resolve_url():
                                           "model_base.pth", "out.pth"])
     assert args.source == "https://huggingface.co/hamacojr/CAT-Seg/resolve/main/model_base.pth"
     assert args.output == "out.pth"
+    args = convert_checkpoint.parse_args(["--hf-repo", "spaces/hamacojr/CAT-Seg-weights",
+                                          "--hf-file", "model_large.pth", "out.pth"])
+    assert args.source == \
+        "https://huggingface.co/spaces/hamacojr/CAT-Seg-weights/resolve/main/model_large.pth"
     with pytest.raises(SystemExit):
         convert_checkpoint.parse_args(["--hf-repo", "hamacojr/CAT-Seg", "out.pth"])
     with pytest.raises(SystemExit):

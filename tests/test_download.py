@@ -50,7 +50,8 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     model = write_catseg_checkpoint(folder / "model_base.pth", seed=0)
     data = (folder / "model_base.pth").read_bytes()
-    _Files.files = {"model_base.pth": data, "owner/repo/resolve/main/model_base.pth": data}
+    _Files.files = {"model_base.pth": data, "owner/repo/resolve/main/model_base.pth": data,
+                    "spaces/owner/weights/resolve/v2/model_base.pth": data}
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -99,6 +100,10 @@ def test_convert_from_a_url_and_from_hugging_face_style_names(server, cache, tmp
     monkeypatch.setattr(download, "HF_ENDPOINT", base)
     convert.main(["hf://owner/repo/model_base.pth", str(tmp_path / "hf.pth"), "--no-progress"])
     assert _Files.requests[-1] == "/owner/repo/resolve/main/model_base.pth"
+    # A Space's file at a revision (CAT-Seg publishes its weights in a Space).
+    convert.main(["hf://spaces/owner/weights@v2/model_base.pth", str(tmp_path / "space.pth"),
+                  "--no-progress"])
+    assert _Files.requests[-1] == "/spaces/owner/weights/resolve/v2/model_base.pth"
     # The predictor's entry: the official checkpoint converted once into the cache.
     converted = fetch_ahs_weights(f"{base}/model_base.pth", progress=False)
     assert converted == str(cache / "converted" / f"{digest}.pth")

@@ -2,11 +2,14 @@
 
     ahs-seg convert SOURCE OUTPUT.pth [--config-file configs/vitb_384_catseg.yaml] [--sha256 HEX]
     ahs-seg convert --hf-repo OWNER/NAME --hf-file FILE OUTPUT.pth [--hf-revision REV] ...
+    ahs-seg convert hf://spaces/hamacojr/CAT-Seg-weights/model_base.pth model_base_ahs.pth \
+        --config-file configs/vitb_384_catseg.yaml          # the official ViT-B checkpoint
 
 (``python tools/convert_checkpoint.py ...`` is the same command.)
 
 SOURCE is a local file, an ``http(s)://`` URL or ``hf://owner/name[@revision]/file`` (a file of a
-Hugging Face model repository, as ``--hf-repo`` / ``--hf-file``). A remote file is downloaded
+Hugging Face model repository, as ``--hf-repo`` / ``--hf-file``; ``hf://spaces/owner/name/file``
+for a Space, where CAT-Seg publishes its weights). A remote file is downloaded
 once with a progress bar into the cache (``$AHS_SEG_CACHE``, else ``~/.cache/ahs-seg``;
 :mod:`cat_seg.utils.download`), its sha256 printed and, with ``--sha256``, checked. Beside
 OUTPUT, ``OUTPUT.source.json`` records where the weights came from and the source's sha256.
@@ -49,7 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config-file", default=None,
                         help="also check that the result loads into this config's model")
     parser.add_argument("--hf-repo", metavar="OWNER/NAME",
-                        help="Hugging Face model repository of the checkpoint")
+                        help="Hugging Face repository of the checkpoint (spaces/OWNER/NAME for a "
+                        "Space)")
     parser.add_argument("--hf-file", metavar="FILE", help="the checkpoint's name in --hf-repo")
     parser.add_argument("--hf-revision", default="main", help="branch, tag or commit (main)")
     parser.add_argument("--sha256", help="expected sha256 of the source file (hex)")

@@ -4,6 +4,10 @@
     fetch_weights("https://host/model_base.pth", sha256="9f2c...")       # downloaded once, cached
     fetch_weights("hf://hamacojr/CAT-Seg/model_base.pth")                # Hugging Face, branch main
     fetch_weights("hf://hamacojr/CAT-Seg@v1/model_base.pth")             # ... at a revision
+    fetch_weights("hf://spaces/hamacojr/CAT-Seg-weights/model_base.pth") # a Space's file
+
+(CAT-Seg's official CVPR 2024 checkpoints are files of the Space ``hamacojr/CAT-Seg-weights``;
+README, "Model zoo".)
 
 A download streams into ``<name>.part.<pid>`` beside its cache entry, with a progress bar
 (tqdm, on stderr), and is renamed to its final name only once every byte the server announced
@@ -54,27 +58,38 @@ def cache_dir() -> str:
     return os.path.join(base, "ahs-seg")
 
 
+# Hugging Face repositories other than models are named with their kind first.
+HF_REPO_KINDS = ("spaces/", "datasets/")
+
+
 def hf_url(repo_id: str, filename: str, revision: str = "main") -> str:
-    """The download URL of ``filename`` in the Hugging Face model repository ``repo_id``
-    (``owner/name``) at ``revision`` (a branch, tag or commit)."""
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"Hugging Face repository {repo_id!r} is not of the form owner/name")
+    """The download URL of ``filename`` in the Hugging Face repository ``repo_id`` at
+    ``revision`` (a branch, tag or commit): ``owner/name`` for a model repository,
+    ``spaces/owner/name`` or ``datasets/owner/name`` for a Space or a dataset."""
+    kind = next((k for k in HF_REPO_KINDS if repo_id.startswith(k)), "")
+    name = repo_id[len(kind):]
+    if name.count("/") != 1 or not all(name.split("/")):
+        raise ValueError(f"Hugging Face repository {repo_id!r} is not of the form owner/name "
+                         "(spaces/owner/name for a Space)")
     if not filename:
         raise ValueError(f"no file named in the Hugging Face repository {repo_id}")
     quoted = urllib.parse.quote(filename.lstrip("/"))
-    return f"{HF_ENDPOINT}/{repo_id}/resolve/{urllib.parse.quote(revision, safe='')}/{quoted}"
+    return (f"{HF_ENDPOINT}/{kind}{name}/resolve/{urllib.parse.quote(revision, safe='')}/"
+            f"{quoted}")
 
 
 def source_url(source: str) -> Optional[str]:
-    """The URL ``source`` names (``http(s)://...``, ``hf://owner/name[@revision]/file``), or
-    None for a local path."""
+    """The URL ``source`` names (``http(s)://...``, ``hf://[spaces/]owner/name[@revision]/file``),
+    or None for a local path."""
     if source.startswith(HF_SCHEME):
-        parts = source[len(HF_SCHEME):].split("/", 2)
+        path = source[len(HF_SCHEME):]
+        kind = next((k for k in HF_REPO_KINDS if path.startswith(k)), "")
+        parts = path[len(kind):].split("/", 2)
         if len(parts) < 3 or not all(parts):
             raise ValueError(f"{source!r}: expected hf://owner/name/file (optionally "
-                             "hf://owner/name@revision/file)")
+                             "hf://owner/name@revision/file, hf://spaces/owner/name/file)")
         name, _, revision = parts[1].partition("@")
-        return hf_url(f"{parts[0]}/{name}", parts[2], revision or "main")
+        return hf_url(f"{kind}{parts[0]}/{name}", parts[2], revision or "main")
     if re.match(r"https?://", source):
         return source
     if "://" in source:
