@@ -156,6 +156,8 @@ def test_label_offset_maps_values_and_keeps_ignore(tmp_path):
     assert apply_label_offset(raw, 1, 255).tolist() == [[255, 0, 1, 2, 255]]
     assert apply_label_offset(raw, 2, 255).tolist() == [[255, 255, 0, 1, 255]]
     assert apply_label_offset(raw, 0, 255) is raw
+    # Negative values are no "below the offset" unlabelled pixels: they stay out of range.
+    assert apply_label_offset(np.array([[-3, 0]]), 1, 255).tolist() == [[-4, 255]]
     path = tmp_path / "label.png"
     Image.fromarray(raw.astype(np.uint8)).save(path)
     # Records without the field (every built-in dataset's) read the file's values unchanged.
@@ -225,6 +227,16 @@ def test_check_out_of_range_id_names_the_label(dataset):
     (problem,) = _problems(dataset)
     assert f"label {label} holds values 4, 9 that are no class" in problem
     assert "minus the offset 1 must lie in [0, 3)" in problem
+
+
+def test_check_flags_the_value_the_offset_would_turn_into_ignore(dataset):
+    dataset.write_text(dataset.read_text().replace("ignore_label: 255", "ignore_label: 200"))
+    label = dataset.parent / "labels" / "train" / "train_0.png"
+    values = np.full((SIZE, SIZE), 1, np.uint8)
+    values[0, :2] = [200, 201]  # 200: unlabelled; 201 - 1 = 200 would silently read as ignore
+    Image.fromarray(values).save(label)
+    (problem,) = _problems(dataset)
+    assert problem.startswith(f"label {label} holds values 201 that are no class")
 
 
 def test_check_empty_folder_names_the_folder(dataset):

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import List, Optional
 
-from ..data.folder_dataset import check_folder_dataset
+from ..data.folder_dataset import check_folder_dataset, config_folder_dataset_paths
 
 
 def _config_descriptions(config_file: str) -> List[str]:
@@ -23,7 +23,7 @@ def _config_descriptions(config_file: str) -> List[str]:
     from ..config import build_config_or_explain
 
     cfg = build_config_or_explain(config_file)
-    paths = list(cfg.DATASETS.FOLDER_DATASETS)
+    paths = config_folder_dataset_paths(cfg)
     if not paths:
         raise ValueError(f"{config_file} names no dataset description (DATASETS.FOLDER_DATASETS "
                          "is empty); pass the description files themselves")
@@ -32,7 +32,8 @@ def _config_descriptions(config_file: str) -> List[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ahs-seg check-data", description=__doc__.split("\n")[0],
+        prog="ahs-seg check-data",
+        description="Validate datasets of your own (description files) before any training.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.split("\n")[1:]))
     parser.add_argument("descriptions", nargs="*", metavar="DESCRIPTION",

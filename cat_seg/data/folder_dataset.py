@@ -49,13 +49,14 @@ from PIL import Image, UnidentifiedImageError
 
 from .benchmarks import DatasetNotPreparedError
 from ..utils.paths import resolve_repo_path
-from .label_io import LABEL_OFFSET_KEY, apply_label_offset, read_label
+from .label_io import LABEL_OFFSET_KEY, read_label
 
 __all__ = [
     "FolderDataset",
     "FolderDatasetError",
     "FolderDatasetReport",
     "check_folder_dataset",
+    "config_folder_dataset_paths",
     "folder_benchmark_datasets",
     "load_folder_dataset",
     "read_folder_dataset_description",
@@ -440,14 +441,19 @@ def register_folder_datasets(paths: Iterable[str]) -> List[str]:
     return [name for path in paths for name in register_folder_dataset(path)]
 
 
+def config_folder_dataset_paths(cfg) -> List[str]:
+    """The absolute paths of ``cfg.DATASETS.FOLDER_DATASETS``: a relative path is the current
+    folder's, else the repository's (the shipped ``configs/datasets/...``:
+    :func:`cat_seg.utils.paths.resolve_repo_path`)."""
+    return [os.path.abspath(resolve_repo_path(os.path.expanduser(p)))
+            for p in cfg.DATASETS.FOLDER_DATASETS]
+
+
 def register_config_folder_datasets(cfg):
     """Register the descriptions named in ``cfg.DATASETS.FOLDER_DATASETS`` and return ``cfg``
-    with those paths absolute, so a config saved with a run finds them from any folder. A
-    relative path is the current folder's, else the repository's (the shipped
-    ``configs/datasets/...``: :func:`cat_seg.utils.paths.resolve_repo_path`). ``cfg`` itself is
-    not changed."""
-    paths = [os.path.abspath(resolve_repo_path(os.path.expanduser(p)))
-             for p in cfg.DATASETS.FOLDER_DATASETS]
+    with those paths absolute (:func:`config_folder_dataset_paths`), so a config saved with a
+    run finds them from any folder. ``cfg`` itself is not changed."""
+    paths = config_folder_dataset_paths(cfg)
     register_folder_datasets(paths)
     if list(cfg.DATASETS.FOLDER_DATASETS) == paths:
         return cfg
@@ -516,19 +522,20 @@ def _check_pair(dataset: FolderDataset, image_path: str, label_path: str
     if image_size is not None and raw.shape != image_size:
         problems.append(f"size mismatch: label {label_path} is {raw.shape[0]}x{raw.shape[1]} "
                         f"but its image {image_path} is {image_size[0]}x{image_size[1]}")
-    label = apply_label_offset(raw, dataset.label_offset, dataset.ignore_label)
-    k = len(dataset.class_names)
-    labelled = label != dataset.ignore_label
-    bad = labelled & ((label < 0) | (label >= k))
+    # On the file's values, as apply_label_offset reads them; unlike it, a value that the
+    # offset would turn into the ignore value (ignore + offset) counts as no class here.
+    offset, k = dataset.label_offset, len(dataset.class_names)
+    labelled = (raw != dataset.ignore_label) & ~((raw >= 0) & (raw < offset))
+    bad = labelled & ((raw < offset) | (raw - offset >= k))
     if bad.any():
         values = np.unique(raw[bad]).tolist()
         shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
-        shift = f" minus the offset {dataset.label_offset}" if dataset.label_offset else ""
+        shift = f" minus the offset {offset}" if offset else ""
         problems.append(f"label {label_path} holds values {shown} that are no class: a value"
                         f"{shift} must lie in [0, {k}) ({k} classes) or be the ignore value "
                         f"{dataset.ignore_label}")
         return problems, None
-    return problems, np.bincount(label[labelled], minlength=k)
+    return problems, np.bincount(raw[labelled] - offset, minlength=k)
 
 
 def _check_split(dataset: FolderDataset, report: FolderDatasetReport, workers: int) -> None:

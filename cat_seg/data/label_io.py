@@ -49,13 +49,15 @@ LABEL_OFFSET_KEY = "label_offset"
 def apply_label_offset(label: np.ndarray, offset: int, ignore_label: int) -> np.ndarray:
     """Class indices of a label map whose files store class c as c + ``offset``.
 
-    (H, W) int64 -> (H, W) int64: ``ignore_label`` stays, values below ``offset`` (e.g. 0 =
-    "unlabelled" with offset 1) become ``ignore_label``, every other value v becomes v - offset.
-    ``offset`` 0 returns ``label`` itself.
+    (H, W) int64 -> (H, W) int64: ``ignore_label`` stays, values in [0, ``offset``) (e.g. 0 =
+    "unlabelled" with offset 1) become ``ignore_label``, every other value v becomes v - offset
+    (a negative one stays negative: the class-range checks of the mapper and the evaluator name
+    it). ``offset`` 0 returns ``label`` itself. A file value of ``ignore_label + offset`` turns
+    into ``ignore_label``; the data check (``check_folder_dataset``) reports such values.
     """
     if offset == 0:
         return label
-    ignored = (label == ignore_label) | (label < offset)
+    ignored = (label == ignore_label) | ((label >= 0) & (label < offset))
     return np.where(ignored, ignore_label, label - offset)
 
 
