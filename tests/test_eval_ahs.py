@@ -59,10 +59,13 @@ def test_eval_ahs_on_all_six_miniature_benchmarks(tmp_path, tiny_weights,
     csvs = sorted(p.name for p in out.glob("sem_seg_per_class_*.csv"))
     assert len(csvs) == 6
     # A-847 scores its 847 classes; PAS-20b its 21 (prompted with 59 names).
+    # Each table starts with "#" lines stating the run (weights, config, dates, complete).
     a847 = (out / "sem_seg_per_class_ade20k_full_sem_seg_freq_val_all.csv").read_text()
-    assert len(a847.strip().splitlines()) == 1 + 847
+    assert len([l for l in a847.strip().splitlines() if not l.startswith("#")]) == 1 + 847
+    assert "# state: COMPLETE (6 of 6" in a847 and "sha256 " in a847
     pas20b = (out / "sem_seg_per_class_voc_2012_test_background_sem_seg.csv").read_text()
-    assert len(pas20b.strip().splitlines()) == 1 + 21
+    assert len([l for l in pas20b.strip().splitlines() if not l.startswith("#")]) == 1 + 21
+    assert not (out / "results.partial.json").exists()  # replaced by results.json at the end
 
 
 def test_eval_ahs_stops_on_a_missing_benchmark(tmp_path, tiny_weights, write_prepared_benchmarks,
