@@ -54,7 +54,8 @@ def write_folder_dataset(folder, name="toy", num_train=3, num_val=2, seed=0):
         "label_offset: 1\n"
         "splits:\n"
         "  train: {image_dir: images/train, label_dir: labels/train}\n"
-        f"  val: {{image_dir: images/val, label_dir: labels/val, benchmark: {name.capitalize()}}}\n")
+        "  val: {image_dir: images/val, label_dir: labels/val, "
+        f"benchmark: {name.capitalize()}}}\n")
     return description
 
 

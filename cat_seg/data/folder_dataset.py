@@ -543,8 +543,8 @@ def _check_split(dataset: FolderDataset, report: FolderDatasetReport, workers: i
     report.problems += problems
     if not dataset.allow_unlabelled_images:
         for key in sorted(images.keys() - labels.keys()):
-            report.problems.append(f"image {images[key]} has no label (expected "
-                                   f"{os.path.join(dataset.label_dir, key + dataset.label_suffix)})")
+            expected = os.path.join(dataset.label_dir, key + dataset.label_suffix)
+            report.problems.append(f"image {images[key]} has no label (expected {expected})")
     for key in sorted(labels.keys() - images.keys()):
         report.problems.append(f"label {labels[key]} has no image (expected "
                                f"{os.path.join(dataset.image_dir, key + dataset.image_suffix)})")
