@@ -191,3 +191,57 @@ def test_checkpoints_hold_only_weights_only_loadable_data(tmp_path):
     torch.save({"model": model.state_dict(), "payload": RunsCode()}, tmp_path / "evil.pth")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported global"):
         AtomicCheckpointer(nn.Linear(3, 3)).load(str(tmp_path / "evil.pth"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_with_changes_through_the_command_line(tmp_path):
+    """train_net.py's own command line: Ctrl-C ends in one line naming the iteration and the
+    checkpoint --resume continues from (exit 130); --resume with another batch size is refused
+    listing it; --allow-config-change records it and, with SOLVER.MAX_ITER at the checkpoint
+    reached, the finished run says so and exits 0."""
+    output = tmp_path / "run"
+    pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
+
+    def command(*flags_and_opts, max_iter=400):
+        base, _ = _command(tmp_path, output, resume=False)
+        flags = [a for a in flags_and_opts if a.startswith("--")]
+        opts = [a for a in flags_and_opts if not a.startswith("--")]
+        base[base.index("SOLVER.MAX_ITER") + 1] = str(max_iter)
+        return base[:4] + flags + base[4:] + opts
+
+    process = subprocess.Popen(command(), cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 240
+        while not (output / "model_0000003.pth").exists() and process.poll() is None \
+                and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr[-3000:]
+    last = _tagged(output)
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("[train_net] training interrupted at iteration ") and " of 400; " in line
+    assert line.endswith(f"`--resume` (RESUME=1 for run_ahs.sh) continues from {output / last}")
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    reached = torch.load(output / last, weights_only=True)["iteration"]
+
+    saved = (output / "config.yaml").read_text()
+    refused = subprocess.run(command("--resume", "SOLVER.IMS_PER_BATCH", "2"), cwd=ROOT,
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 1
+    assert ("SOLVER.IMS_PER_BATCH: saved 1, now 2" in refused.stderr
+            and "--allow-config-change" in refused.stderr), refused.stderr[-3000:]
+    assert _tagged(output) == last and not (output / "config_history.yaml").exists()
+
+    finished = subprocess.run(command("--resume", "--allow-config-change", max_iter=reached + 1),
+                              cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"is iteration {reached + 1} of SOLVER.MAX_ITER {reached + 1}; nothing to train" \
+        in finished.stdout
+    history = (output / "config_history.yaml").read_text()
+    assert "SOLVER.MAX_ITER" in history and "now: %d" % (reached + 1) in history
+    assert (output / "config.yaml").read_text() == saved and _tagged(output) == last
