@@ -131,3 +131,22 @@ def test_demo_and_evaluation_run_from_a_folder_outside_the_repository(
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     assert (work / "eval" / "results.json").is_file()
     assert "A-150" in (work / "eval" / "results.md").read_text()
+
+
+def test_without_detectron2_the_import_names_the_command_that_installs_it(tmp_path):
+    # A finder that hides detectron2, as in an environment where `pip install -e .` ran alone.
+    code = ("import sys\n"
+            "class Hide:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'detectron2':\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Hide())\n"
+            "import cat_seg\n")
+    path = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": path})
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: AHS-Seg needs detectron2")
+    assert "tools/bootstrap.sh" in last and "pip install --no-deps" in last
+    assert "sal-detectron2==0.7.2" in last
