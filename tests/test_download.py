@@ -121,8 +121,10 @@ def test_a_download_cut_short_leaves_nothing_behind(server, cache):
 def test_a_complete_download_of_a_cut_file_is_named_corrupt(server, cache, tmp_path):
     base, data, _ = server
     _Files.files["half.pth"] = data[: len(data) // 2]
-    with pytest.raises(ConversionError, match="not a complete checkpoint file.*download it again"):
+    with pytest.raises(ConversionError, match="not a complete checkpoint file.*removed from the "
+                       "cache: run the command again"):
         convert.main([f"{base}/half.pth", str(tmp_path / "x.pth"), "--no-progress"])
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
 
 
 def test_a_wrong_checksum_stops_with_both_values_and_drops_the_file(server, cache, tmp_path):

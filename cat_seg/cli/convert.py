@@ -34,9 +34,9 @@ import json
 import logging
 
 from ..engine.catseg_checkpoint import (
-    ConversionError, check_against_config, convert_catseg_state_dict, load_catseg_checkpoint,
+    ConversionError, check_against_config, convert_catseg_state_dict, load_downloaded_checkpoint,
     save_converted)
-from ..utils.download import fetch_weights, hf_url, sha256_of, source_url
+from ..utils.download import fetch_weights, file_sha256, hf_url, source_url
 from ..utils.paths import resolve_repo_path
 
 logger = logging.getLogger(__name__)
@@ -77,13 +77,13 @@ def main(argv=None) -> dict:
     """Fetch, convert, check and write; returns the record written to ``OUTPUT.source.json``."""
     args = parse_args(argv)
     path = fetch_weights(args.source, args.sha256, progress=not args.no_progress)
-    converted = convert_catseg_state_dict(load_catseg_checkpoint(path))
+    converted = convert_catseg_state_dict(load_downloaded_checkpoint(path))
     if args.config_file:
         args.config_file = resolve_repo_path(args.config_file)
         check_against_config(converted, args.config_file)
     save_converted(converted, args.output)
     record = {"source": args.source, "url": source_url(args.source), "file": path,
-              "sha256": sha256_of(path), "config_file": args.config_file,
+              "sha256": file_sha256(path), "config_file": args.config_file,
               "tensors": len(converted)}
     with open(args.output + ".source.json", "w") as f:
         json.dump(record, f, indent=2)

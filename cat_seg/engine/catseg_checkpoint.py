@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Tuple
 import torch
 
 from ..modeling.clip import convert_clip_state_dict
-from ..utils.download import cache_dir, fetch_weights, sha256_of
+from ..utils.download import cache_dir, fetch_weights, forget, in_cache, sha256_of
 from ..utils.state_dicts import (CATSEG_AGGREGATOR_PREFIX, CATSEG_CLIP_PREFIX, CATSEG_PREFIXES,
                                  KeyDiff, is_tensor_mapping, load_weights_only)
 
@@ -69,9 +69,10 @@ def load_catseg_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
         # torch.load's words for a file cut short: "PytorchStreamReader failed reading zip
         # archive", "Ran out of input"...
+        reason = str(error).splitlines()[0].split(". ")[0]
         raise ConversionError(
-            f"{path!r} is not a complete checkpoint file ({str(error).splitlines()[0]}): a "
-            "truncated or corrupt download? Delete it and download it again") from None
+            f"{path!r} is not a complete checkpoint file ({reason}): a truncated or corrupt "
+            "download? Delete it and download it again") from None
     except pickle.UnpicklingError as error:
         raise ConversionError(
             f"{path!r} holds Python objects other than tensors and plain containers, which "
@@ -152,6 +153,19 @@ def check_against_config(state_dict: Mapping[str, torch.Tensor], config_file: st
             "configs/vitl_336_catseg.yaml)")
 
 
+def load_downloaded_checkpoint(path: str) -> Dict[str, torch.Tensor]:
+    """:func:`load_catseg_checkpoint` of a file :func:`fetch_weights` returned; a cached download
+    that turns out unreadable is removed from the cache, so the next run downloads it again."""
+    try:
+        return load_catseg_checkpoint(path)
+    except ConversionError as error:
+        if not in_cache(path):
+            raise
+        forget(path)
+        raise ConversionError(f"{error} (removed from the cache: run the command again to "
+                              "download it anew)") from None
+
+
 def is_catseg_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
     """Whether a state dict is in CAT-Seg's layout (its CLIP or aggregator prefixes)."""
     return any(key.startswith(CATSEG_PREFIXES) for key in state_dict)
@@ -176,7 +190,7 @@ def fetch_ahs_weights(source: str, sha256=None, *, progress: bool = True) -> str
     ``<cache>/converted/<its sha256>.pth``; a checkpoint already in AHS-Seg's layout is returned
     as it is. What ``MODEL.WEIGHTS`` and the predictor's weights accept."""
     path = fetch_weights(source, sha256, progress=progress)
-    state_dict = load_catseg_checkpoint(path)
+    state_dict = load_downloaded_checkpoint(path)
     if not is_catseg_state_dict(state_dict):
         return path
     converted_path = os.path.join(cache_dir(), "converted", f"{sha256_of(path)}.pth")

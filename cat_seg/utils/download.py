@@ -138,6 +138,26 @@ def _recorded_sha256(record: str) -> Optional[str]:
         return None
 
 
+def file_sha256(path: str) -> str:
+    """The sha256 of ``path``: the one recorded at its download when it is a cached file
+    unchanged since (same check as :func:`fetch_weights`'s), else computed."""
+    recorded = _recorded_sha256(path + ".sha256")
+    return recorded if recorded and in_cache(path) else sha256_of(path)
+
+
+def in_cache(path: str, root: Optional[str] = None) -> bool:
+    """Whether ``path`` is a file of the download cache."""
+    cache = os.path.realpath(root or cache_dir())
+    return os.path.realpath(path).startswith(cache + os.sep)
+
+
+def forget(path: str) -> None:
+    """Remove a cached download and its recorded sha256."""
+    for name in (path, path + ".sha256"):
+        if os.path.exists(name):
+            os.remove(name)
+
+
 def verify_sha256(path: str, sha256: Optional[str], *, what: str) -> str:
     """The file's sha256; raises :class:`ChecksumError` when ``sha256`` is given and differs."""
     actual = sha256_of(path)
