@@ -123,7 +123,8 @@ def test_demo_and_evaluation_run_from_a_folder_outside_the_repository(
     assert "FutureWarning" not in demo.stderr
 
     data = tmp_path / "data"
-    write_prepared_benchmarks(data, num_images=1, size=(24, 32), dataset_names=["ade20k_150_test_sem_seg"])
+    write_prepared_benchmarks(data, num_images=1, size=(24, 32),
+                              dataset_names=["ade20k_150_test_sem_seg"])
     evaluation = _ahs_seg("eval", "--config-file", QUICKSTART, "--weights", quickstart_weights,
                           "--output", "eval", "--benchmarks", "A-150", "MODEL.DEVICE", "cpu",
                           "TEST.SLIDING_WINDOW", "False", cwd=work,

@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="AHS-Seg: open-vocabulary semantic segmentation (CAT-Seg head over CLIP).",
-        epilog="subcommands:\n" + "\n".join(f"  {name:<11} {SUMMARIES[name]}" for name in SUBCOMMANDS)
+        epilog="subcommands:\n"
+        + "\n".join(f"  {name:<11} {SUMMARIES[name]}" for name in SUBCOMMANDS)
         + f"\n\n'{PROG} SUBCOMMAND --help' describes a subcommand's arguments. Relative paths you "
         "type resolve against the current folder; the shipped configs/ and pretrained/ are found "
         "from any folder.")

@@ -38,10 +38,11 @@ class _WarningsLabelled(logging.Formatter):
 
 def configure_console_logging(level: int = logging.INFO) -> None:
     """Show ``cat_seg``'s log records at ``level`` and above as plain lines, as ``print`` did:
-    INFO on stdout, WARNING and up on stderr (warnings as ``WARNING: message``). Other libraries' records
-    keep Python's default (warnings and up). Idempotent. detectron2's ``setup_logger(name=
-    "cat_seg")`` (training and evaluation) later takes the ``cat_seg`` logger over with its own
-    formatted handlers and stops its propagation here, so no line is printed twice."""
+    INFO on stdout, WARNING and up on stderr (warnings as ``WARNING: message``). Other
+    libraries' records keep Python's default (warnings and up). Idempotent. detectron2's
+    ``setup_logger(name="cat_seg")`` (training and evaluation) later takes the ``cat_seg`` logger
+    over with its own formatted handlers and stops its propagation here, so no line is printed
+    twice."""
     root = logging.getLogger()
     if not any(h.get_name() == _HANDLER_NAME for h in root.handlers):
         out = logging.StreamHandler(sys.stdout)
@@ -64,4 +65,5 @@ def prepare_entry_point(*, console: bool = True, allocator: bool = True) -> None
     if allocator:
         kept = reuse_freed_memory(children=True)
         logging.getLogger(__name__).debug(
-            "glibc malloc: %s", "freed memory kept for reuse" if kept else "the C library's defaults")
+            "glibc malloc: %s",
+            "freed memory kept for reuse" if kept else "the C library's defaults")

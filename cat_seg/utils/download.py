@@ -14,8 +14,8 @@ A download streams into ``<name>.part.<pid>`` beside its cache entry, with a pro
 has arrived; an interrupted one leaves no file that could pass for complete. Its sha256 is
 computed, logged and written to ``<name>.sha256``; a cached file is used again without a new
 download, after a check against ``sha256`` when one is given (else against the recorded one: a
-cached file changed since, e.g. cut short by a full disk, is downloaded again). A wrong checksum stops with both
-values and removes the file, so the next call downloads it again.
+cached file changed since, e.g. cut short by a full disk, is downloaded again). A wrong checksum
+stops with both values and removes the file, so the next call downloads it again.
 
 The cache is ``$AHS_SEG_CACHE``, else ``$XDG_CACHE_HOME/ahs-seg``, else ``~/.cache/ahs-seg``;
 entries are ``<cache>/<host>/<path of the URL>``, so the cache reads like the sources.
