@@ -177,10 +177,18 @@ def write_vis_index(vis_dir: str, pictures, record: Optional[RunRecord], done) -
     write_atomic(os.path.join(vis_dir, "index.md"), "\n".join(lines) + "\n")
 
 
-def write_reports(results, output_dir, record: Optional[RunRecord] = None):
+def protocol_in_words(cfg) -> str:
+    """The inference protocol a config ran with, in words (results.md states it)."""
+    pooling = list(cfg.MODEL.SEM_SEG_HEAD.POOLING_SIZES)
+    return ("sliding window" if cfg.TEST.SLIDING_WINDOW else "whole image") + f", pooling {pooling}"
+
+
+def write_reports(results, output_dir, record: Optional[RunRecord] = None,
+                  protocol: str = "sliding window, pooling [1, 1]"):
     """OUT/results.json and OUT/results.md, each stating ``record`` (the weights, the config,
-    the dates, complete or not). ``results[name]["sem_seg"]`` is the evaluator's dictionary; an
-    optional ``results[name]["frozen_clip"]`` the frozen CLIP's zero-shot one."""
+    the dates, complete or not) and the inference ``protocol`` (:func:`protocol_in_words`).
+    ``results[name]["sem_seg"]`` is the evaluator's dictionary; an optional
+    ``results[name]["frozen_clip"]`` the frozen CLIP's zero-shot one."""
     os.makedirs(output_dir, exist_ok=True)
     stamped = _stamped(results, record)
     names = list(results)
@@ -214,7 +222,7 @@ def write_reports(results, output_dir, record: Optional[RunRecord] = None):
     provenance = "".join(f"- {line}\n" for line in record.lines(names)) + "\n" if record else ""
     write_atomic(os.path.join(output_dir, "results.json"), json.dumps(stamped, indent=2) + "\n")
     write_atomic(os.path.join(output_dir, "results.md"), provenance +
-                 "Results (%), test protocol: sliding window, pooling [1, 1]. mIoU: detectron2 "
+                 f"Results (%), test protocol: {protocol}. mIoU: detectron2 "
                  "0.6's formula (as published); mIoU_gt: mean over the classes present in the "
                  "ground truth; " + "; ".join(notes) + ".\n\n" + "\n".join(lines) + "\n" + speed)
     return "\n".join(lines) + ("\n\n" + generalized if generalized else "")
@@ -305,7 +313,7 @@ def evaluate_benchmarks(args):
             write_per_class_table(evaluator, path, record, done)
         if args.vis:
             write_vis_index(vis_dir, pictures, record, done)
-        table = write_reports(results, args.output, record)
+        table = write_reports(results, args.output, record, protocol_in_words(cfg))
         os.remove(os.path.join(args.output, "results.partial.json"))
         write_status(args.output, record, "complete", done=done)
         print(table)
