@@ -306,7 +306,8 @@ class AHSSeg(nn.Module):
                 else contextlib.nullcontext())
 
     def inference(self, batched_inputs: List[Dict], text: torch.Tensor,
-                  sliding_window: Optional[bool] = None) -> List[ScoreMaps]:
+                  sliding_window: Optional[bool] = None,
+                  views_per_pass: Optional[int] = None) -> List[ScoreMaps]:
         """The test-time path with the vocabulary's text embeddings given by the caller.
 
         Args:
@@ -315,6 +316,10 @@ class AHSSeg(nn.Module):
             text: (T,P,D) text embeddings (``backbone.encode_text(class_names)``).
             sliding_window: the sliding window (True) or the whole image (False); None: the
                 config's TEST.SLIDING_WINDOW.
+            views_per_pass: sliding window only: how many of an image's views (crops and the
+                global view) go through the model at once; None: all (the evaluation's). Fewer
+                bound the head's memory, which grows with views × classes, at the cost of float
+                rounding (~1e-6: convolutions of another batch size).
 
         Returns:
             per input, its (T, height, width) sigmoid scores as :class:`ScoreMaps`: the model has
@@ -328,7 +333,8 @@ class AHSSeg(nn.Module):
             sliding_window = self.sliding_window
         with self.precision_context():
             if sliding_window:
-                return [self.inference_sliding_window(x, text) for x in batched_inputs]
+                return [self.inference_sliding_window(x, text, views_per_pass)
+                        for x in batched_inputs]
             return self.inference_whole_image(batched_inputs, text)
 
     def _deferred(self, num_classes: int, size: Tuple[int, int],
@@ -367,7 +373,8 @@ class AHSSeg(nn.Module):
             results.append(self._deferred(logits.shape[1], (height, width), compute, per_class))
         return results
 
-    def inference_sliding_window(self, record: Dict, text: torch.Tensor) -> ScoreMaps:
+    def inference_sliding_window(self, record: Dict, text: torch.Tensor,
+                                 views_per_pass: Optional[int] = None) -> ScoreMaps:
         """CAT-Seg's sliding-window inference of one image -> its (T, height, width) scores.
 
         The image is resized to ``out_res`` and cut into crops of ``crop`` pixels with stride
@@ -403,7 +410,10 @@ class AHSSeg(nn.Module):
         resolution = self.backbone.resolution
         views = F.interpolate(views, size=(resolution, resolution), mode="bilinear",
                               align_corners=False)
-        logits = self.segment(views, text)  # (L + 1, T, 4h, 4w)
+        step = len(views) if views_per_pass is None else max(1, int(views_per_pass))
+        logits = (self.segment(views, text) if step >= len(views) else torch.cat(
+            [self.segment(views[i:i + step], text) for i in range(0, len(views), step)])
+        )  # (L + 1, T, 4h, 4w)
         height = record.get("height", out_res[0])
         width = record.get("width", out_res[1])
 

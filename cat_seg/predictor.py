@@ -4,9 +4,19 @@
     seg = Segmenter.from_config("configs/synthetic/quickstart.yaml", "output/quickstart/model_final.pth", device="cpu")
     result = seg("photo.jpg", ["sky", "grass", "lava"])
 
-``result.labels`` is the (H, W) label map (indices into ``result.class_names``),
-``result.sigmoid_scores`` the (T, H, W) per-class scores. tools/demo.py and tools/web_demo.py run
-exactly this; the evaluation runs the same model path (:meth:`cat_seg.AHSSeg.inference`).
+``result.labels`` is the (H, W) label map (indices into ``result.class_names``, ``-1`` where no
+class is present), ``result.sigmoid_scores`` the (T, H, W) per-class scores. tools/demo.py and
+tools/web_demo.py run exactly this; the evaluation runs the same model path
+(:meth:`cat_seg.AHSSeg.inference`).
+
+What "present" means. CAT-Seg scores every class on its own (a sigmoid per class, trained with
+binary cross-entropy), not as probabilities that share the pixel: a class can score low
+everywhere, and the highest of a few low scores is still low. A pixel gets the class with the
+highest score only when that score reaches ``min_score`` (default :data:`DEFAULT_MIN_SCORE` =
+0.5, the score at which the per-class binary classifier says "yes"); otherwise it is
+*unlabelled* (:data:`UNLABELLED`, "none of these names"). A class is present when it labels at
+least one pixel. ``min_score=0`` labels every pixel (the evaluation's argmax, which scores a
+closed vocabulary that covers every labelled pixel).
 """
 import logging
 import threading
@@ -26,6 +36,18 @@ log = logging.getLogger(__name__)
 MODES = ("sliding", "whole")
 # Vocabularies whose text embeddings a Segmenter keeps (least recently used dropped first).
 TEXT_CACHE_SIZE = 16
+# Label of pixels where no class reaches ``min_score`` (module docstring).
+UNLABELLED = -1
+DEFAULT_MIN_SCORE = 0.5
+# Names encoded by the text encoder at once: its activations grow with names × prompt tokens, so
+# a long vocabulary goes through it in chunks (every benchmark's vocabulary, up to A-847, fits
+# one chunk, so their embeddings are computed exactly as the evaluation computes them).
+TEXT_CHUNK = 1024
+# From this many names on, the head's memory (views × names) dominates: the sliding window's
+# views then go through the model one at a time (a fifth of the memory of all five at once; the
+# scores differ from the batched evaluation's by float rounding, ~1e-6), and the demos add a
+# note. Every benchmark's vocabulary (up to A-847) is shorter: scored exactly as evaluated.
+LARGE_VOCABULARY = 1000
 
 
 class SegmentationResult:
@@ -33,10 +55,12 @@ class SegmentationResult:
 
     Attributes:
         labels: (H, W) int64 label map at the input's size (after EXIF orientation): per pixel
-            the index into ``class_names`` of the class with the highest score.
+            the index into ``class_names`` of the class with the highest score, or
+            :data:`UNLABELLED` (-1) where that score is below ``min_score`` (no class present).
         class_names: the vocabulary of the call (T names), in its order.
+        min_score: the score a class needs at a pixel to label it (module docstring).
         seconds: wall time of this image (reading, model, label map).
-        top_scores: (H, W) float32, the winning class's sigmoid score per pixel.
+        top_scores: (H, W) float32, the highest class's sigmoid score per pixel.
         notes: things done to the input the caller may want to know (EXIF orientation).
         name: the input's name (its path, or its kind).
         sigmoid_scores: (T, H, W) float32, each class's independent sigmoid score per pixel, the
@@ -47,10 +71,12 @@ class SegmentationResult:
     """
 
     def __init__(self, labels: np.ndarray, top_scores: np.ndarray, class_names: List[str],
-                 score_maps: ScoreMaps, seconds: float, image: RGBImage):
+                 score_maps: ScoreMaps, seconds: float, image: RGBImage,
+                 min_score: float = 0.0):
         self.labels = labels
         self.top_scores = top_scores
         self.class_names = class_names
+        self.min_score = float(min_score)
         self.seconds = seconds
         self.name = image.name
         self.notes = list(image.notes)
@@ -78,14 +104,39 @@ class SegmentationResult:
             return self._score_maps.class_scores(int(name_or_index)).cpu().numpy()
 
     def fractions(self) -> Dict[int, float]:
-        """{class index: fraction of the pixels} of the classes in ``labels``."""
-        present, counts = np.unique(self.labels, return_counts=True)
-        return {int(c): float(n) / self.labels.size for c, n in zip(present, counts)}
+        """{class index: fraction of all pixels} of the classes present (unlabelled pixels count
+        in the total, not as a class)."""
+        return class_fractions(self.labels)
+
+    @property
+    def present(self) -> List[str]:
+        """Names of the classes present (labelling at least one pixel), in vocabulary order."""
+        return [self.class_names[c] for c in sorted(self.fractions())]
+
+    @property
+    def unlabelled_fraction(self) -> float:
+        """Fraction of the pixels where no class reaches ``min_score``."""
+        return float(np.count_nonzero(self.labels == UNLABELLED)) / self.labels.size
 
     def __repr__(self) -> str:
         height, width = self.labels.shape
         return (f"SegmentationResult({self.name!r}, {width}x{height} px, "
                 f"{len(self.class_names)} classes, {self.seconds:.2f} s)")
+
+
+def class_fractions(labels: np.ndarray) -> Dict[int, float]:
+    """{class index: fraction of the pixels of ``labels`` (H, W)} for the classes present;
+    :data:`UNLABELLED` pixels count in the total only."""
+    counts = np.bincount((labels + 1).ravel())[1:]  # index 0 counts the unlabelled (-1)
+    return {int(c): float(counts[c]) / labels.size for c in np.flatnonzero(counts)}
+
+
+def check_min_score(min_score: float) -> float:
+    if not 0.0 <= float(min_score) <= 1.0:
+        raise ValueError(f"min_score={min_score}: a sigmoid score threshold in [0, 1] (0 labels "
+                         f"every pixel, {DEFAULT_MIN_SCORE} is the default; --min-score in the "
+                         "demos)")
+    return float(min_score)
 
 
 def check_class_names(class_names: Sequence[str]) -> Tuple[str, ...]:
@@ -120,6 +171,10 @@ class Segmenter:
     whole image (faster, less accurate: 63.7 against 75.2 held-out mIoU on Syn-unseen with the
     quick-start weights). Both run the model built with the test protocol's class-aggregation
     pooling ``[1, 1]`` (:data:`cat_seg.engine.benchmarks.TEST_PROTOCOL`).
+
+    ``min_score`` (default 0.5): the sigmoid score a class needs to label a pixel; below it the
+    pixel is :data:`UNLABELLED` (-1), none of the names (module docstring: what "present" means).
+    ``min_score=0`` gives every pixel its highest class, the evaluation's argmax.
 
     Threads: the vocabulary belongs to the call, not to the model; several threads may call one
     Segmenter at once with different class names, without a lock of their own. Text embeddings
@@ -177,22 +232,26 @@ class Segmenter:
         return cls(model, cfg, chunk_bytes=chunk_bytes, ignored_weights=ignored)
 
     # ------------------------------------------------------------------ calls
-    def __call__(self, images, class_names: Sequence[str], *, mode: str = "sliding"
+    def __call__(self, images, class_names: Sequence[str], *, mode: str = "sliding",
+                 min_score: float = DEFAULT_MIN_SCORE
                  ) -> Union[SegmentationResult, List[SegmentationResult]]:
         """Segment one image (-> a result) or a list / tuple of images (-> a list of results)
-        into ``class_names``; see the class docstring for the inputs and ``mode``."""
+        into ``class_names``; see the class docstring for the inputs and ``mode``, the module
+        docstring for ``min_score`` (0: every pixel gets its best class)."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; use one of {list(MODES)} (\"sliding\": the "
                              "evaluation's protocol)")
         names = check_class_names(class_names)
+        min_score = check_min_score(min_score)
         if isinstance(images, (list, tuple)):
             if not images:
                 raise ValueError("the list of images is empty")
-            return [self._segment(image, names, mode) for image in images]
-        return self._segment(images, names, mode)
+            return [self._segment(image, names, mode, min_score) for image in images]
+        return self._segment(images, names, mode, min_score)
 
     def text_embeddings(self, class_names: Sequence[str]) -> torch.Tensor:
-        """(T, P, D) text embeddings of ``class_names``, cached per vocabulary."""
+        """(T, P, D) text embeddings of ``class_names``, cached per vocabulary; encoded
+        :data:`TEXT_CHUNK` names at a time."""
         names = tuple(class_names)
         backbone = self.model.backbone
         with self._text_lock, torch.inference_mode():
@@ -203,7 +262,8 @@ class Segmenter:
             if hit is not None and hit[0] == state:
                 self._text_cache.move_to_end(names)
                 return hit[1]
-            text = backbone.encode_text(list(names))
+            text = torch.cat([backbone.encode_text(list(names[i:i + TEXT_CHUNK]))
+                              for i in range(0, len(names), TEXT_CHUNK)])
             self._text_cache[names] = (state, text)
             self._text_cache.move_to_end(names)
             while len(self._text_cache) > TEXT_CACHE_SIZE:
@@ -219,11 +279,14 @@ class Segmenter:
         self._resize(resized)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.image.transpose(2, 0, 1)))
         height, width = image.pixels.shape[:2]
+        views_per_pass = 1 if len(text) >= LARGE_VOCABULARY else None
         with torch.inference_mode():
             return self.model.inference([{"image": tensor, "height": height, "width": width}],
-                                        text, sliding_window=(mode == "sliding"))[0]
+                                        text, sliding_window=(mode == "sliding"),
+                                        views_per_pass=views_per_pass)[0]
 
-    def _segment(self, image, names: Tuple[str, ...], mode: str) -> SegmentationResult:
+    def _segment(self, image, names: Tuple[str, ...], mode: str,
+                 min_score: float) -> SegmentationResult:
         start = time.perf_counter()
         rgb = to_rgb(image)
         for note in rgb.notes:
@@ -232,5 +295,7 @@ class Segmenter:
         maps = self.score_maps(rgb, text, mode)
         with torch.inference_mode():
             labels, top = maps.best(self.chunk_bytes)
+            if min_score > 0:
+                labels.masked_fill_(top < min_score, UNLABELLED)
         return SegmentationResult(labels.cpu().numpy(), top.cpu().numpy(), list(names), maps,
-                                  time.perf_counter() - start, rgb)
+                                  time.perf_counter() - start, rgb, min_score)

@@ -176,7 +176,9 @@ def test_demo_cli_writes_every_picture(tiny_run, capsys):
     for result, (height, width) in zip(results, [(72, 40), (48, 80)]):
         labels = np.asarray(Image.open(result["labels"]))
         assert labels.shape == (height, width) and labels.dtype == np.uint8
-        assert sorted(np.unique(labels).tolist()) == result["classes"]
+        # 255: no class reaches --min-score there (unlabelled), not a class.
+        assert sorted(set(np.unique(labels).tolist()) - {255}) == result["classes"]
+        assert result["unlabelled"] == pytest.approx(np.mean(labels == 255))
         overlay = np.asarray(Image.open(result["overlay"]).convert("RGB"))
         assert overlay.shape[1] == width and overlay.shape[0] > height  # image + legend
         shown = legend_colors(overlay, height)
@@ -205,3 +207,101 @@ def test_demo_fails_clearly_on_missing_or_foreign_weights(tiny_run, tmp_path):
     garbage.write_bytes(b"\x00not a checkpoint")
     with pytest.raises(ValueError, match="could not be read"):
         demo.main(args + ["--weights", str(garbage)])
+
+
+# ---------------------------------------------------------------------------------- present
+
+@pytest.fixture(scope="module")
+def one_class_models(tiny_run):
+    """Checkpoints of the tiny model whose last layer says "absent" (bias -20: every score
+    ~2e-9) or "present" (bias +20) whatever the class name: a one-class vocabulary's two cases."""
+    root, config = tiny_run
+    state = torch.load(root / "model.pth", weights_only=True)["model"]
+    key = "sem_seg_head.decoder.predictor.bias"
+    paths = {}
+    for case, bias in (("absent", -20.0), ("present", 20.0)):
+        changed = dict(state, **{key: torch.full_like(state[key], bias)})
+        paths[case] = str(root / f"{case}.pth")
+        torch.save({"model": changed, "iteration": 0}, paths[case])
+    return paths
+
+
+def test_one_absent_class_is_not_reported_present(tiny_run, one_class_models, tmp_path, capsys):
+    """A one-class vocabulary whose class scores far below --min-score: no pixel is given to
+    it (label 255 = unlabelled), the legend is empty, and the summary says so instead of
+    "lava 100%" (issue 28); --min-score 0 restores "the best class everywhere"."""
+    root, config = tiny_run
+    args = [str(root / "images" / "wide.png"), "--vocabulary", "lava", "--config-file", config,
+            "--output", str(tmp_path / "out"), "--device", "cpu"]
+    result, = demo.main(args + ["--weights", one_class_models["absent"]])
+    printed = capsys.readouterr().out
+    assert "no class present (no pixel scores 0.5 or more for any of the 1 names" in printed
+    assert "lava" not in printed.split("->")[1]
+    assert result["fractions"] == {} and result["classes"] == [] and result["unlabelled"] == 1.0
+    assert (np.asarray(Image.open(result["labels"])) == 255).all()
+    overlay = np.asarray(Image.open(result["overlay"]).convert("RGB"))
+    assert tuple(palette(1)[0]) not in legend_colors(overlay, 48)
+
+    result, = demo.main(args + ["--weights", one_class_models["absent"], "--min-score", "0"])
+    assert result["fractions"] == {0: 1.0}
+
+
+def test_one_present_class_covers_the_image(tiny_run, one_class_models, tmp_path, capsys):
+    root, config = tiny_run
+    result, = demo.main([str(root / "images" / "wide.png"), "--vocabulary", "lava",
+                         "--config-file", config, "--output", str(tmp_path), "--device", "cpu",
+                         "--weights", one_class_models["present"]])
+    assert result["fractions"] == {0: 1.0} and result["unlabelled"] == 0.0
+    assert (np.asarray(Image.open(result["labels"])) == 0).all()
+    assert ": lava 100%" in capsys.readouterr().out
+
+
+def test_max_side_downscales_with_a_note(tiny_run, tmp_path, capsys):
+    """--max-side (the web demo's option and default) shrinks a larger image before any work,
+    says so, and the pictures have the smaller size; 0 keeps the image's size."""
+    root, config = tiny_run
+    args = [str(root / "images" / "wide.png"), "--vocabulary", "sky, road", "--config-file",
+            config, "--weights", str(root / "model.pth"), "--device", "cpu"]
+    result, = demo.main(args + ["--output", str(tmp_path / "small"), "--max-side", "40"])
+    assert np.asarray(Image.open(result["labels"])).shape == (24, 40)
+    captured = capsys.readouterr()
+    assert "The image is 80×48 px; it was downscaled to 40×24 (--max-side 40)" in \
+        captured.out + captured.err
+    result, = demo.main(args + ["--output", str(tmp_path / "full"), "--max-side", "0"])
+    assert np.asarray(Image.open(result["labels"])).shape == (48, 80)
+    assert "downscaled" not in capsys.readouterr().out
+    for bad in ("16", "-1"):
+        with pytest.raises(SystemExit):
+            demo.parse_args(args + ["--max-side", bad])
+    with pytest.raises(SystemExit):
+        demo.parse_args(args + ["--min-score", "1.5"])
+
+
+def test_decompression_bomb_sized_images_get_a_clear_message(tiny_run, tmp_path, monkeypatch):
+    """Pillow refuses images above 2 x MAX_IMAGE_PIXELS (about 179 megapixels) as possible
+    decompression bombs; the limit is lowered here so that a small file stands for one."""
+    root, config = tiny_run
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 80 x 48 = 3840 > 2 x 1000
+    image = str(root / "images" / "wide.png")
+    with pytest.raises(ValueError, match=r"wide.png is too large to decode safely.*downscale it"):
+        demo_images.check_images([image])
+    with pytest.raises(ValueError, match="too large to decode safely"):
+        demo.main([image, "--vocabulary", "sky", "--config-file", config, "--weights",
+                   str(root / "model.pth"), "--output", str(tmp_path)])
+    with pytest.raises(ValueError, match="too large to decode safely"):
+        demo_images.read_demo_image(image)
+
+
+def test_a_long_vocabulary_gets_a_note(tiny_run, tmp_path, monkeypatch):
+    root, config = tiny_run
+    import cat_seg.predictor
+
+    monkeypatch.setattr(cat_seg.predictor, "LARGE_VOCABULARY", 3)
+    from cat_seg import Segmenter
+
+    seg = Segmenter.from_config(config, str(root / "model.pth"), device="cpu")
+    notes = []
+    demo_images.run_demo(seg, [str(root / "images" / "wide.png")], ["sky", "road", "tree"],
+                         str(tmp_path), progress=False, report=notes.append)
+    assert any(n.startswith("3 class names: the model compares every pixel with every name")
+               for n in notes)

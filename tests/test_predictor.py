@@ -59,8 +59,9 @@ def test_every_input_kind_gives_the_same_answer(tiny):
     assert reference.sigmoid_scores.shape == (3, 48, 80)
     assert reference.sigmoid_scores.dtype == np.float32
     assert reference.class_names == NAMES and reference.seconds > 0
-    assert set(np.unique(reference.labels)) <= {0, 1, 2}
-    np.testing.assert_array_equal(reference.labels, reference.sigmoid_scores.argmax(0))
+    assert set(np.unique(reference.labels)) <= {-1, 0, 1, 2}
+    np.testing.assert_array_equal(seg(path, NAMES, min_score=0).labels,
+                                  reference.sigmoid_scores.argmax(0))
     np.testing.assert_array_equal(reference.top_scores, reference.sigmoid_scores.max(0))
     tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
     for kind in (root / "image.png", Image.open(path), image, tensor, tensor.float() / 255):
@@ -97,10 +98,35 @@ def test_bad_inputs_are_named(tiny, image, names, error, message):
         seg(image, names)
 
 
-def test_unknown_mode_is_named(tiny):
+def test_unknown_mode_or_threshold_is_named(tiny):
     _, seg, image = tiny
     with pytest.raises(ValueError, match=r"mode='sliding_window'; use one of \['sliding', 'whole'\]"):
         seg(image, NAMES, mode="sliding_window")
+    with pytest.raises(ValueError, match=r"min_score=1.5: a sigmoid score threshold in \[0, 1\]"):
+        seg(image, NAMES, min_score=1.5)
+
+
+@pytest.mark.parametrize("bias, present", [(-20.0, []), (20.0, ["lava"])])
+def test_one_class_is_present_only_where_it_scores(tiny, bias, present):
+    """A one-class vocabulary: the class labels no pixel when its score stays below min_score
+    (the last layer's bias -20: scores ~2e-9), every pixel when above (+20)."""
+    _, seg, image = tiny
+    layer = seg.model.sem_seg_head.decoder.predictor
+    saved = layer.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            layer.bias.fill_(bias)
+        result = seg(image, ["lava"])
+    finally:
+        with torch.no_grad():
+            layer.bias.copy_(saved)
+    assert result.present == present
+    if present:
+        assert (result.labels == 0).all() and result.fractions() == {0: 1.0}
+        assert result.unlabelled_fraction == 0.0
+    else:
+        assert (result.labels == -1).all() and result.fractions() == {}
+        assert result.unlabelled_fraction == 1.0 and result.top_scores.max() < 1e-6
 
 
 def test_threads_with_their_own_vocabularies_need_no_lock(tiny):
@@ -146,9 +172,14 @@ def test_predictor_gives_the_evaluation_scores(tiny):
             evaluated = seg.model([record])[0]["sem_seg"].numpy()
     finally:
         seg.model.set_vocabulary(None)
-    result = seg(path, NAMES)
+    result = seg(path, NAMES, min_score=0)
     np.testing.assert_array_equal(result.sigmoid_scores, evaluated)
     np.testing.assert_array_equal(result.labels, evaluated.argmax(0))
+    # The default keeps the argmax where a class is present (score >= 0.5), else -1.
+    default = seg(path, NAMES)
+    np.testing.assert_array_equal(default.sigmoid_scores, evaluated)
+    np.testing.assert_array_equal(default.labels, np.where(evaluated.max(0) >= 0.5,
+                                                           evaluated.argmax(0), -1))
     whole = seg(path, NAMES, mode="whole")
     assert whole.sigmoid_scores.shape == evaluated.shape
     assert not np.array_equal(whole.sigmoid_scores, evaluated)  # another protocol
@@ -160,12 +191,19 @@ def test_labels_and_scores_a_few_classes_at_a_time_are_the_whole(tiny):
     names = ["sky", "grass", "lava", "ice", "gravel", "carpet", "kite"]
     small = Segmenter(seg.model, seg.cfg, chunk_bytes=1)
     for mode in ("sliding", "whole"):
-        whole = seg(image, names, mode=mode)
-        chunked = small(image, names, mode=mode)
+        whole = seg(image, names, mode=mode, min_score=0)
+        chunked = small(image, names, mode=mode, min_score=0)
         assert chunked._score_maps.classes_per_chunk(1) == 1
         assert whole._score_maps.classes_per_chunk(seg.chunk_bytes) == len(names)
         assert_same(chunked, whole)
         np.testing.assert_array_equal(chunked.labels, whole.sigmoid_scores.argmax(0))
+        median = float(np.median(whole.top_scores))  # half the pixels have no class present
+        thresholded = small(image, names, mode=mode, min_score=median)
+        np.testing.assert_array_equal(thresholded.labels, np.where(
+            whole.top_scores >= median, whole.labels, -1))
+        assert 0 < thresholded.unlabelled_fraction < 1
+        assert sum(thresholded.fractions().values()) == pytest.approx(
+            1 - thresholded.unlabelled_fraction)
         for index, name in enumerate(names):
             np.testing.assert_array_equal(chunked.class_scores(name), whole.sigmoid_scores[index])
 
@@ -176,6 +214,16 @@ def test_chunked_argmax_keeps_the_first_class_on_ties():
     labels, top = maps.best(chunk_bytes=1)
     np.testing.assert_array_equal(labels.numpy(), scores.argmax(0).numpy())  # [[1, 0]]
     np.testing.assert_array_equal(top.numpy(), np.float32([[0.7, 0.7]]))
+
+
+def test_long_vocabularies_are_encoded_in_chunks_with_the_same_embeddings(tiny, monkeypatch):
+    _, seg, _ = tiny
+    names = tuple(f"thing {i}" for i in range(7))
+    whole = seg.text_embeddings(names)
+    seg._text_cache.clear()
+    seg.model.backbone.clear_caches()
+    monkeypatch.setattr(cat_seg.predictor, "TEXT_CHUNK", 3)
+    torch.testing.assert_close(seg.text_embeddings(names), whole, rtol=1e-5, atol=1e-6)
 
 
 def test_text_embeddings_are_cached_per_vocabulary_until_the_weights_change(tiny, monkeypatch):
@@ -231,3 +279,23 @@ def test_readme_example_runs_from_any_folder(tmp_path, monkeypatch):
     assert result.labels.shape == (60, 90) and result.class_names == ["sky", "grass", "lava"]
     assert result.sigmoid_scores.shape == (3, 60, 90)
     assert os.path.samefile(namespace["seg"].cfg.MODEL.WEIGHTS, weights)
+
+
+def test_long_vocabularies_send_the_views_one_at_a_time(tiny, monkeypatch):
+    """From LARGE_VOCABULARY names on, the sliding window's views go through the model one at a
+    time (the head's memory grows with views x names): the same scores up to float rounding."""
+    _, seg, image = tiny
+    names = ["sky", "grass", "lava", "ice"]
+    batched = seg(image, names, min_score=0)
+    views = []
+    original = type(seg.model).segment
+
+    def counting(self, clip_images, text):
+        views.append(len(clip_images))
+        return original(self, clip_images, text)
+
+    monkeypatch.setattr(type(seg.model), "segment", counting)
+    monkeypatch.setattr(cat_seg.predictor, "LARGE_VOCABULARY", 4)
+    one_by_one = seg(image, names, min_score=0)
+    assert views == [1] * 5  # 4 crops and the global view, one per pass
+    np.testing.assert_allclose(one_by_one.sigmoid_scores, batched.sigmoid_scores, atol=1e-5)

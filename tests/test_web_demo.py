@@ -63,8 +63,19 @@ def test_huge_images_are_downscaled_with_a_note(tmp_path):
     image, note = demo_web.read_upload(str(path), 256)
     assert image.shape == (171, 256, 3) and image.dtype == np.uint8
     assert "3000×2000" in note and "256×171" in note and "--max-side 256" in note
-    small, none = demo_web.downscale(image, 256)
+    small, none = demo_images.downscale(image, 256)
     assert small is image and none is None
+    whole, none = demo_web.read_upload(str(path), 0)  # 0: no limit
+    assert whole.shape == (2000, 3000, 3) and none is None
+
+
+def test_decompression_bombs_get_a_message(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.fromarray(np.zeros((60, 60, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 3600 > 2 x 1000: a "bomb"
+    with pytest.raises(demo_web.InputError, match="huge.png is too large to open safely.*"
+                                                  "downscale it first"):
+        demo_web.read_upload(str(path), 512)
 
 
 def test_phone_photos_are_turned_upright_with_a_note(tmp_path):
@@ -164,7 +175,7 @@ def test_segment_is_the_cli_inference(tiny_model, tmp_path):
     assert slot.wait(120)
     seg = demo_web.segment(slot, examples[0][0], HELD_OUT, max_side=1024)
     result, label, probabilities = cli_pictures(config, weights, examples[0][0], HELD_OUT, tmp_path)
-    np.testing.assert_array_equal(seg.label, label)
+    np.testing.assert_array_equal(np.where(seg.label < 0, 255, seg.label), label)
     np.testing.assert_array_equal(np.stack([seg.probabilities(c) for c in range(6)]), probabilities)
     assert seg.fractions == pytest.approx(result["fractions"])
     np.testing.assert_array_equal(np.asarray(demo_web.overlay_picture(seg, 0.5)),
@@ -370,3 +381,26 @@ def test_browser_upload_type_segment(tiny_model, server, tmp_path):
             assert picture(page, "overlay").shape[1] == small[0]
         finally:
             browser.close()
+
+
+def test_one_class_absent_or_present_on_the_page(tiny_model, tmp_path):
+    """The page's figures for a one-class vocabulary: "none of these" when its score stays below
+    --min-score (not "100 %"), the whole image when it is above (last layer's bias -20 / +20)."""
+    root, config, weights, examples = tiny_model
+    state = torch.load(weights, weights_only=True)["model"]
+    key = "sem_seg_head.decoder.predictor.bias"
+    for case, bias in (("absent", -20.0), ("present", 20.0)):
+        path = tmp_path / f"{case}.pth"
+        torch.save({"model": dict(state, **{key: torch.full_like(state[key], bias)})}, path)
+        slot = demo_web.ModelSlot(demo_web.model_builder(config, str(path))).start()
+        assert slot.wait(120)
+        seg = demo_web.segment(slot, examples[0][0], "lava", max_side=1024)
+        status, table = demo_web.status_text(seg), demo_web.area_table(seg)
+        if case == "absent":
+            assert seg.fractions == {} and (seg.label == -1).all()
+            assert "present: none of these names (no pixel scores ≥ 0.5" in status
+            assert 'data-class="lava"' not in table and 'class="unlabelled" data-percent="100.00"' \
+                in table
+        else:
+            assert seg.fractions == {0: 1.0} and "present: lava 100%." in status
+            assert 'data-class="lava" data-percent="100.00"' in table and "unlabelled" not in table

@@ -16,7 +16,8 @@ For every image ``<name>`` it writes into ``--output``:
 * ``<name>_overlay.png``: the prediction blended over the image, with a legend of the classes
   present below it (the picture is the image's width, its height plus the legend's);
 * ``<name>_labels.png``: the label map at the image's size, pixel value = index of the class in
-  the vocabulary (8-bit below 256 classes, else 16-bit);
+  the vocabulary (8-bit below 256 classes, else 16-bit), 255 (16-bit: 65535) where no class is
+  present;
 * with ``--probabilities``: ``<name>_probabilities/<index>_<class>.png``, the model's score of
   each class per pixel (sigmoid, 0-1 mapped to 0-255).
 
@@ -24,6 +25,14 @@ and once ``vocabulary.json``, the class list the label indices refer to. Inferen
 :class:`cat_seg.Segmenter`'s (the Python API): by default the evaluation's test protocol (its
 resize, then the sliding window with pooling [1, 1]), so the pictures show what eval_ahs.sh
 measures; ``--mode whole`` segments the whole image in one view (faster, less accurate).
+
+Present: every class gets its own sigmoid score (not probabilities that share the pixel), so a
+pixel takes the class with the highest score only when that score reaches ``--min-score``
+(default 0.5, where the per-class classifier says "yes"); elsewhere no class of the vocabulary
+is present: unlabelled, left uncoloured (darkened) in the overlay, out of the legend, counted as
+"unlabelled" in the figures printed. ``--min-score 0`` gives every pixel its best class.
+Images larger than ``--max-side`` pixels (default 1600, as the web demo; 0: no limit) are
+downscaled first, with a note: the pictures are then at that size.
 The work is cat_seg.demo's (cat_seg/demo/images.py); this script parses the arguments and
 reports what was written.
 """
@@ -34,9 +43,9 @@ from typing import List
 from tqdm import tqdm
 
 from cat_seg.demo.images import (
-    build_demo_model, check_images, find_images, ignored_weights_message, parse_vocabulary,
-    run_demo, setup_cfg)
-from cat_seg.predictor import MODES, Segmenter
+    DEFAULT_MAX_SIDE, build_demo_model, check_images, check_max_side, find_images,
+    ignored_weights_message, parse_vocabulary, run_demo, setup_cfg)
+from cat_seg.predictor import DEFAULT_MIN_SCORE, MODES, Segmenter, check_min_score
 from cat_seg.utils.console import prepare_entry_point
 from cat_seg.utils.paths import check_output_dir
 
@@ -55,14 +64,27 @@ def main(argv=None) -> List[dict]:
     segmenter = Segmenter(model, cfg, ignored_weights=ignored)
     results = run_demo(segmenter, paths, class_names, args.output,
                        probabilities=args.probabilities, alpha=args.alpha, mode=args.mode,
+                       max_side=args.max_side, min_score=args.min_score,
                        report=lambda note: tqdm.write(f"[demo] {note}"))
     for result in results:
-        shown = ", ".join(f"{class_names[c].split(',')[0]} {100 * f:.0f}%"
-                          for c, f in sorted(result["fractions"].items(), key=lambda kv: -kv[1]))
-        print(f"[demo] {result['image']} -> {result['overlay']}: {shown}")
+        print(f"[demo] {result['image']} -> {result['overlay']}: "
+              f"{present_text(result, class_names, args.min_score)}")
     print(f"[demo] {len(results)} image(s) written to {args.output} "
           f"(label indices: {os.path.join(args.output, 'vocabulary.json')})")
     return results
+
+
+def present_text(result: dict, class_names: List[str], min_score: float) -> str:
+    """"sky 60%, road 30%, unlabelled 10%", or why nothing is present."""
+    if not result["fractions"]:
+        return (f"no class present (no pixel scores {min_score:g} or more for any of the "
+                f"{len(class_names)} names; highest score {result['top_score']:.2f})")
+    shown = [f"{class_names[c].split(',')[0]} {100 * f:.0f}%"
+             for c, f in sorted(result["fractions"].items(), key=lambda kv: -kv[1])]
+    if result["unlabelled"] > 0:
+        shown.append(f"unlabelled {100 * result['unlabelled']:.0f}% (no class scores "
+                     f"{min_score:g} or more)")
+    return ", ".join(shown)
 
 
 def parse_args(argv=None):
@@ -83,6 +105,13 @@ def parse_args(argv=None):
     parser.add_argument("--mode", choices=MODES, default="sliding",
                         help="sliding: the evaluation's test protocol (default); whole: the whole "
                         "image in one view (faster, less accurate)")
+    parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
+                        help="sigmoid score a class needs to label a pixel (default "
+                        f"{DEFAULT_MIN_SCORE}); below it no class is present there; 0: always "
+                        "the best class")
+    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+                        help=f"downscale larger images to this longer side first (default "
+                        f"{DEFAULT_MAX_SIDE}, as the web demo; 0: no limit)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
     parser.add_argument("--allow-unexpected-weights", action="store_true",
                         help="use a checkpoint of another config: its weights this model does not "
@@ -92,6 +121,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         parser.error("--alpha must be in [0, 1]")
+    for check, value in ((check_min_score, args.min_score), (check_max_side, args.max_side)):
+        try:
+            check(value)
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 

@@ -23,7 +23,9 @@ import argparse
 import logging
 import os
 
+from cat_seg.demo.images import check_max_side
 from cat_seg.demo.web import DEFAULT_MAX_SIDE, model_builder, serve
+from cat_seg.predictor import DEFAULT_MIN_SCORE, check_min_score
 from cat_seg.utils.console import prepare_entry_point
 from cat_seg.utils.paths import resolve_repo_path
 
@@ -62,7 +64,11 @@ def parse_args(argv=None):
                         help="interface to listen on (0.0.0.0: reachable from other machines)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: the config's MODEL.DEVICE)")
     parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
-                        help="larger uploads are downscaled to this longer side (pixels)")
+                        help=f"larger uploads are downscaled to this longer side (default "
+                        f"{DEFAULT_MAX_SIDE} pixels, as tools/demo.py; 0: no limit)")
+    parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
+                        help="sigmoid score a class needs to label a pixel (default "
+                        f"{DEFAULT_MIN_SCORE}, as tools/demo.py); below it: none of these")
     parser.add_argument("--examples-dir", default=os.path.join(ROOT, EXAMPLES_DIR),
                         help="where the example scenes are drawn at start-up")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
@@ -70,8 +76,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.config_file = resolve_repo_path(args.config_file)
     args.weights = resolve_repo_path(args.weights)
-    if args.max_side < 32:
-        parser.error("--max-side must be at least 32")
+    for check, value in ((check_min_score, args.min_score), (check_max_side, args.max_side)):
+        try:
+            check(value)
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 
@@ -84,7 +93,7 @@ def main(argv=None) -> None:
                                 "the shipped ones)")
     check_weights(args.config_file, args.weights)
     serve(model_builder(args.config_file, args.weights, args.device, args.opts), args.examples_dir,
-          host=args.host, port=args.port, max_side=args.max_side)
+          host=args.host, port=args.port, max_side=args.max_side, min_score=args.min_score)
 
 
 if __name__ == "__main__":

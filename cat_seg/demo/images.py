@@ -23,6 +23,9 @@ from ..utils.visualization import labelled_overlay
 
 log = logging.getLogger(__name__)
 
+# Longest image side the demos segment at by default (--max-side; 0: no limit).
+DEFAULT_MAX_SIDE = 1600
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -149,12 +152,20 @@ def _slug(name: str) -> str:
 # ---------------------------------------------------------------------------------- outputs
 
 def save_label_map(label: np.ndarray, num_classes: int, path: str) -> np.dtype:
-    """Write (H, W) class indices losslessly: 8-bit PNG below 256 classes, else 16-bit."""
+    """Write (H, W) class indices losslessly: 8-bit PNG below 256 classes, else 16-bit; an
+    unlabelled pixel (:data:`cat_seg.predictor.UNLABELLED`, no class present) is written as the
+    type's largest value (255 / 65535), which no class index reaches."""
     dtype = np.uint8 if num_classes < 256 else np.uint16
-    if num_classes > np.iinfo(np.uint16).max + 1:
-        raise ValueError(f"{num_classes} classes do not fit a 16-bit label PNG")
-    Image.fromarray(label.astype(dtype)).save(path)
+    if num_classes > np.iinfo(np.uint16).max:
+        raise ValueError(f"{num_classes} classes do not fit a 16-bit label PNG (at most "
+                         f"{np.iinfo(np.uint16).max}, one value is kept for unlabelled pixels)")
+    Image.fromarray(np.where(label < 0, np.iinfo(dtype).max, label).astype(dtype)).save(path)
     return dtype
+
+
+def unlabelled_value(num_classes: int) -> int:
+    """The label PNG's value of unlabelled pixels (:func:`save_label_map`)."""
+    return int(np.iinfo(np.uint8 if num_classes < 256 else np.uint16).max)
 
 
 def probability_map_names(class_names: Sequence[str]) -> List[str]:
@@ -206,9 +217,48 @@ def write_outputs(image: np.ndarray, result, output_dir: str, name: str,
 
 
 def class_fractions(label: np.ndarray) -> Dict[int, float]:
-    """{class index: fraction of the pixels of ``label`` (H, W)} for the classes present."""
-    present, counts = np.unique(label, return_counts=True)
-    return {int(c): float(n) / label.size for c, n in zip(present, counts)}
+    """{class index: fraction of the pixels of ``label`` (H, W)} for the classes present
+    (unlabelled pixels count in the total only)."""
+    from ..predictor import class_fractions as fractions
+
+    return fractions(label)
+
+
+def downscale(image: np.ndarray, max_side: int) -> Tuple[np.ndarray, Optional[str]]:
+    """``image`` (H, W, 3) shrunk (aspect kept) so its longer side is at most ``max_side`` (0:
+    unchanged), and a note saying so (else None): ``--max-side`` of both demos.
+
+    The model resizes to its test size anyway; this bounds the cost of the label map, the
+    pictures and (in the browser) sending a huge photo back.
+    """
+    height, width = image.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return image, None
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=3.0))
+    return small, (f"The image is {width}×{height} px; it was downscaled to {size[0]}×{size[1]} "
+                   f"(--max-side {max_side}) for the model and the pictures.")
+
+
+def check_max_side(max_side: int) -> int:
+    if max_side != 0 and max_side < 32:
+        raise ValueError(f"--max-side {max_side}: give at least 32 pixels, or 0 to keep the "
+                         "image's size")
+    return max_side
+
+
+def vocabulary_note(class_names: Sequence[str]) -> Optional[str]:
+    """A note for a vocabulary so long that the model's memory is dominated by it, else None."""
+    from ..predictor import LARGE_VOCABULARY
+
+    if len(class_names) < LARGE_VOCABULARY:
+        return None
+    return (f"{len(class_names)} class names: the model compares every pixel with every name at "
+            "once (CAT-Seg's class aggregation needs them all), so its memory grows with the "
+            "number of names; the text encoder and the label map take them a chunk at a time, "
+            "the sliding window's views go through the model one at a time. If memory runs "
+            "out, split the names into several runs.")
 
 
 # ---------------------------------------------------------------------------------- model
@@ -284,18 +334,29 @@ def build_demo_model(cfg) -> Tuple[torch.nn.Module, List[str]]:
 
 def run_demo(segmenter, image_paths: Sequence[str], class_names: Sequence[str],
              output_dir: str, probabilities: bool = False, alpha: float = 0.5,
-             progress: bool = True, mode: str = "sliding",
+             progress: bool = True, mode: str = "sliding", max_side: int = DEFAULT_MAX_SIDE,
+             min_score: Optional[float] = None,
              report: Optional[Callable[[str], None]] = None) -> List[dict]:
     """Segment every image into ``class_names`` with ``segmenter``
     (:class:`cat_seg.predictor.Segmenter`) and write its pictures (see the module doc).
 
-    ``report`` receives notes on the inputs (EXIF orientation applied); default: the log.
+    Images larger than ``max_side`` (0: no limit) are downscaled first; ``min_score`` is the
+    predictor's (default :data:`cat_seg.predictor.DEFAULT_MIN_SCORE`). ``report`` receives the
+    notes (EXIF orientation applied, downscaling, a very long vocabulary); default: the log.
     Returns per image the record of :func:`write_outputs` plus ``"image"`` (its path),
-    ``"exif_orientation"`` and ``"seconds"``.
+    ``"exif_orientation"``, ``"seconds"``, ``"size"`` ((H, W) of the pictures),
+    ``"unlabelled"`` (fraction of pixels without a class) and ``"top_score"`` (highest score).
     """
     from tqdm import tqdm
 
+    from ..predictor import DEFAULT_MIN_SCORE
+
+    min_score = DEFAULT_MIN_SCORE if min_score is None else min_score
     report = report or log.info
+    check_max_side(max_side)
+    note = vocabulary_note(class_names)
+    if note:
+        report(note)
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "vocabulary.json"), "w") as f:
         json.dump(list(class_names), f, indent=1)
@@ -303,11 +364,14 @@ def run_demo(segmenter, image_paths: Sequence[str], class_names: Sequence[str],
     for path, name in tqdm(list(zip(image_paths, output_names(image_paths))), desc="demo",
                            unit="image", disable=not progress):
         image = read_upright(path)
-        for note in image.notes:
-            report(note)
-        result = segmenter(image.pixels, class_names, mode=mode)
-        record = write_outputs(image.pixels, result, output_dir, name,
+        pixels, note = downscale(image.pixels, max_side)
+        for text in image.notes + ([f"{path}: {note}"] if note else []):
+            report(text)
+        result = segmenter(pixels, class_names, mode=mode, min_score=min_score)
+        record = write_outputs(pixels, result, output_dir, name,
                                probabilities=probabilities, alpha=alpha)
         results.append(dict(record, image=path, exif_orientation=image.exif_orientation,
-                            seconds=result.seconds))
+                            seconds=result.seconds, size=pixels.shape[:2],
+                            unlabelled=result.unlabelled_fraction,
+                            top_score=float(result.top_scores.max())))
     return results

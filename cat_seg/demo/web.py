@@ -20,12 +20,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ..predictor import SegmentationResult, Segmenter
+from ..inference.image_inputs import ImageTooLarge
+from ..predictor import DEFAULT_MIN_SCORE, SegmentationResult, Segmenter
 from ..utils.visualization import labelled_overlay, palette
 from . import images
 
 INSTALL_HINT = "pip install -r requirements-demo.txt   (or: pip install 'gradio>=6,<7')"
-DEFAULT_MAX_SIDE = 1600
+DEFAULT_MAX_SIDE = images.DEFAULT_MAX_SIDE  # tools/demo.py's --max-side default too
 # (split, image index, vocabulary): scenes drawn exactly as datasets/synthetic/images/<split>/
 # NNNNNN.jpg (same generator and seed) but saved losslessly; the indices pick scenes showing
 # many classes.
@@ -136,34 +137,17 @@ def read_upload(upload, max_side: int) -> Tuple[np.ndarray, Optional[str]]:
     try:
         # Upright by its EXIF orientation, as tools/demo.py reads a phone photo.
         image, orientation = images.read_demo_image(upload)
+    except ImageTooLarge as error:  # Pillow refuses > ~179 megapixels (decompression bomb)
+        raise InputError(f"{name} is too large to open safely: {error}.") from error
     except (ValueError, OSError) as error:
         raise InputError(f"{name} is not an image this demo can read ({error}). Upload a JPEG, "
                          "PNG, WebP, BMP or TIFF picture.") from error
-    except Image.DecompressionBombError as error:  # Pillow refuses > ~179 megapixels
-        raise InputError(f"{name} is too large to open safely ({error}); downscale it "
-                         "before uploading.") from error
-    image, note = downscale(image, max_side)
+    image, note = images.downscale(image, max_side)
     if orientation != 1:
         turned = (f"EXIF orientation {orientation} applied (the image is segmented upright, as "
                   "photo viewers show it).")
         note = turned if note is None else f"{turned} {note}"
     return image, note
-
-
-def downscale(image: np.ndarray, max_side: int) -> Tuple[np.ndarray, Optional[str]]:
-    """``image`` (H, W, 3) shrunk (aspect kept) so its longer side is at most ``max_side``.
-
-    The model resizes to its test size anyway; this bounds the cost of decoding, drawing and
-    sending a huge photo back to the browser.
-    """
-    height, width = image.shape[:2]
-    if max(height, width) <= max_side:
-        return image, None
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=3.0))
-    return small, (f"The image is {width}×{height} px; it was downscaled to {size[0]}×{size[1]} "
-                   f"(--max-side {max_side}) for the model and the pictures.")
 
 
 # ---------------------------------------------------------------------------------- segmenting
@@ -203,16 +187,21 @@ class Segmentation:
         return self.class_names[index].split(",")[0]
 
 
-def segment(slot: ModelSlot, upload, vocabulary: Optional[str], max_side: int) -> Segmentation:
-    """Check the inputs, then segment the upload into the vocabulary with tools/demo.py's path.
+def segment(slot: ModelSlot, upload, vocabulary: Optional[str], max_side: int,
+            min_score: float = DEFAULT_MIN_SCORE) -> Segmentation:
+    """Check the inputs, then segment the upload into the vocabulary with tools/demo.py's path
+    (the predictor, ``min_score`` deciding what is present, as ``--min-score`` there).
 
     Raises :class:`InputError` / :class:`ModelNotReady` with the message for the page.
     """
     names = parse_page_vocabulary(vocabulary)
     image, note = read_upload(upload, max_side)
-    result = slot.get()(image, names)
-    return Segmentation(image, result, images.class_fractions(result.labels),
-                        [note] if note else [])
+    notes = [note] if note else []
+    long_vocabulary = images.vocabulary_note(names)
+    if long_vocabulary:
+        notes.append(long_vocabulary)
+    result = slot.get()(image, names, min_score=min_score)
+    return Segmentation(image, result, images.class_fractions(result.labels), notes)
 
 
 def overlay_picture(seg: Segmentation, alpha: float) -> Image.Image:
@@ -232,6 +221,12 @@ def area_table(seg: Segmentation) -> str:
             f'<td><span style="display:inline-block;width:1em;height:1em;background:{color};'
             f'border:1px solid #000"></span></td><td>{name}</td>'
             f'<td style="text-align:right">{100 * fraction:.1f}%</td></tr>')
+    unlabelled = seg.result.unlabelled_fraction
+    if unlabelled > 0:
+        rows.append(
+            f'<tr class="unlabelled" data-percent="{100 * unlabelled:.2f}"><td></td>'
+            f'<td><i>none of these (score &lt; {seg.result.min_score:g})</i></td>'
+            f'<td style="text-align:right">{100 * unlabelled:.1f}%</td></tr>')
     return ('<table class="areas"><thead><tr><th></th><th>class</th><th>area</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
 
@@ -248,8 +243,16 @@ def probability_picture(seg: Segmentation, class_name: Optional[str]) -> Optiona
 
 
 def status_text(seg: Segmentation) -> str:
-    present = ", ".join(f"{seg.short_name(c)} {100 * f:.0f}%"
-                        for c, f in sorted(seg.fractions.items(), key=lambda kv: -kv[1]))
+    min_score = seg.result.min_score
+    if seg.fractions:
+        present = ", ".join(f"{seg.short_name(c)} {100 * f:.0f}%"
+                            for c, f in sorted(seg.fractions.items(), key=lambda kv: -kv[1]))
+        unlabelled = seg.result.unlabelled_fraction
+        if unlabelled > 0:
+            present += f"; none of these {100 * unlabelled:.0f}% (no class scores ≥ {min_score:g})"
+    else:
+        present = (f"none of these names (no pixel scores ≥ {min_score:g}; highest score "
+                   f"{float(seg.result.top_scores.max()):.2f})")
     lines = [f"**Segmented** into {len(seg.class_names)} class names in {seg.seconds:.2f} s; "
              f"present: {present}."]
     lines += [f"**Note:** {note}" for note in seg.notes]
@@ -294,7 +297,8 @@ def write_examples(folder: str) -> List[List[str]]:
     return rows
 
 
-def build_app(slot: ModelSlot, examples: List[List[str]], max_side: int = DEFAULT_MAX_SIDE):
+def build_app(slot: ModelSlot, examples: List[List[str]], max_side: int = DEFAULT_MAX_SIDE,
+              min_score: float = DEFAULT_MIN_SCORE):
     """The gradio Blocks page; every handler answers with a status message, never raises."""
     import gradio as gr
 
@@ -308,14 +312,15 @@ def build_app(slot: ModelSlot, examples: List[List[str]], max_side: int = DEFAUL
     def run(upload, vocabulary, alpha):
         """-> overlay, area table, status, class choice, probability map, session state."""
         try:
-            seg = segment(slot, upload, vocabulary, max_side)
+            seg = segment(slot, upload, vocabulary, max_side, min_score)
         except (InputError, ModelNotReady) as error:
             return failure(error)
         except Exception as error:  # noqa: BLE001  (keep the page alive, log the details)
             log.error("segmentation failed:\n%s", traceback.format_exc())
             return failure(f"Segmentation failed: {type(error).__name__}: {error}")
         choices = [seg.short_name(i) for i in range(len(seg.class_names))]
-        chosen = seg.short_name(max(seg.fractions, key=seg.fractions.get))
+        # The largest class present; with none present, the first name.
+        chosen = seg.short_name(max(seg.fractions, key=seg.fractions.get, default=0))
         return (overlay_picture(seg, alpha), area_table(seg), status_text(seg),
                 gr.update(choices=choices, value=chosen), probability_picture(seg, chosen), seg)
 
@@ -327,7 +332,9 @@ def build_app(slot: ModelSlot, examples: List[List[str]], max_side: int = DEFAUL
 
     with gr.Blocks(title="AHS-Seg demo") as app:
         gr.Markdown("## AHS-Seg: open-vocabulary segmentation\nUpload an image, type the class "
-                    "names to look for (comma-separated), press **Segment**.")
+                    "names to look for (comma-separated), press **Segment**. Each name gets its "
+                    f"own score (0-1); a pixel takes the best name only where that score is at "
+                    f"least {min_score:g}, elsewhere *none of these* (uncoloured).")
         state = gr.State(None)
         with gr.Row():
             with gr.Column():
@@ -370,13 +377,14 @@ def import_gradio():
 
 
 def serve(build: Callable[[], Segmenter], examples_dir: str, *,
-          host: str = "127.0.0.1", port: int = 7860, max_side: int = DEFAULT_MAX_SIDE) -> None:
+          host: str = "127.0.0.1", port: int = 7860, max_side: int = DEFAULT_MAX_SIDE,
+          min_score: float = DEFAULT_MIN_SCORE) -> None:
     """Start loading the model of ``build`` (:func:`model_builder`) in the background, draw the
     examples into ``examples_dir`` and serve the page on ``host:port`` until interrupted."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a closed lab
     gr = import_gradio()
     slot = ModelSlot(build).start()
-    app = build_app(slot, write_examples(examples_dir), max_side=max_side)
+    app = build_app(slot, write_examples(examples_dir), max_side=max_side, min_score=min_score)
     log.info("model loading in the background; page at http://%s:%d", host, port)
     # System fonts: the default theme would fetch Google fonts, which a closed network refuses.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],

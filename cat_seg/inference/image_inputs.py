@@ -30,6 +30,10 @@ class RGBImage:
     notes: List[str] = field(default_factory=list)
 
 
+class ImageTooLarge(ValueError):
+    """An image Pillow refuses to decode (a possible decompression bomb); the text says so."""
+
+
 def decompression_bomb_message(name: str, error: Exception) -> str:
     """One line for an image Pillow refuses to decode as a possible decompression bomb."""
     limit = Image.MAX_IMAGE_PIXELS
@@ -68,7 +72,7 @@ def read_upright(path) -> RGBImage:
             image.load()
             return _upright(image, name)
     except Image.DecompressionBombError as error:
-        raise ValueError(decompression_bomb_message(name, error)) from None
+        raise ImageTooLarge(decompression_bomb_message(name, error)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"image {name} is corrupt, truncated or not an image ({error}); "
                          "replace it or remove it from the inputs") from None
