@@ -86,6 +86,11 @@ class AtomicCheckpointer(DetectionCheckpointer):
         self.ignored_keys: List[str] = []
         self._loading = ""
 
+    @property
+    def loaded_path(self) -> str:
+        """The file the last :meth:`load` read ("" before any)."""
+        return self._loading
+
     def load(self, path: str, *args: Any, **kwargs: Any):
         if path and "://" not in path and not os.path.isfile(path):
             tag = os.path.join(self.save_dir, "last_checkpoint") if self.save_dir else ""

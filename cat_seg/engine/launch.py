@@ -32,7 +32,8 @@ from ..config import build_config, build_config_or_explain
 from ..data.folder_dataset import register_config_folder_datasets
 from ..utils.console import prepare_entry_point
 from ..utils.paths import check_output_dir, resolve_repo_path
-from ..utils.results_folder import FolderInUseError, folder_lock
+from ..utils.results_folder import (FolderInUseError, RunRecord, file_fingerprint, folder_lock,
+                                    write_atomic)
 from .checkpointer import AtomicCheckpointer, CheckpointMismatchError, CheckpointReadError
 from .resume_guard import check_resume, record_config_change, training_config_preserved
 from .trainer import (DatasetInputError, Trainer, TrainingInterrupted, interrupted_message,
@@ -129,8 +130,14 @@ def train_or_evaluate(args):
             saved = copy.deepcopy(results)
             if checkpointer.ignored_keys:
                 saved["weights"] = weights_record(cfg.MODEL.WEIGHTS, checkpointer)
-            with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
-                json.dump(saved, f, indent=2)
+            # Which weights (size, SHA-256), config and dates these figures are of.
+            loaded = checkpointer.loaded_path
+            saved["run"] = RunRecord(
+                weights=file_fingerprint(loaded) if os.path.isfile(loaded) else {"file": loaded},
+                config_file=os.path.abspath(args.config_file), opts=list(args.opts),
+                config_dump=EVAL_CONFIG_NAME, planned=list(results)).stamp(list(results))
+            write_atomic(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"),
+                         json.dumps(saved, indent=2) + "\n")
             verify_results(cfg, results)
         return results
 
