@@ -12,7 +12,8 @@ import threading
 import pytest
 import torch
 
-from cat_seg.cli import convert
+from cat_seg.cli import convert, evaluate
+from cat_seg.engine import benchmarks
 from cat_seg.engine.catseg_checkpoint import ConversionError, fetch_ahs_weights
 from cat_seg.utils import download
 from helpers.catseg_layout import TINY_YAML, write_catseg_checkpoint
@@ -160,3 +161,13 @@ def test_a_changed_cache_entry_is_downloaded_again(server, cache):
     assert open(download.fetch_weights(f"{base}/model_base.pth", progress=False), "rb").read() \
         == data
     assert _Files.requests == ["/model_base.pth", "/model_base.pth"]
+
+
+def test_eval_takes_the_official_checkpoint_by_its_url(server, cache, tmp_path, monkeypatch):
+    base, data, _ = server
+    monkeypatch.setattr(benchmarks, "launch_evaluation", lambda args: args)  # no evaluation
+    args = evaluate.main(["--config-file", "configs/synthetic/quickstart.yaml", "--weights",
+                          f"{base}/model_base.pth", "--output", str(tmp_path / "eval")])
+    digest = hashlib.sha256(data).hexdigest()
+    assert args.weights == str(cache / "converted" / f"{digest}.pth")
+    assert args.config_file.endswith("configs/synthetic/quickstart.yaml")

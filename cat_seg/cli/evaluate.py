@@ -7,6 +7,9 @@ Writes OUT/results.json (every metric of every benchmark), OUT/results.md (mIoU 
 plus their mean, the chance level and, with TEST.FROZEN_CLIP_REFERENCE, the frozen CLIP's
 zero-shot mIoU), OUT/sem_seg_per_class_<dataset>.csv and, with --vis N, N pictures per benchmark
 under OUT/vis/ (image | ground truth | prediction, with a class legend).
+``--weights`` may also be an http(s) URL or ``hf://[spaces/]owner/name/file``: downloaded once
+into the cache and, for an official CAT-Seg checkpoint, converted there first
+(:func:`cat_seg.engine.catseg_checkpoint.fetch_ahs_weights`).
 The benchmarks default to the config's TEST.BENCHMARKS. All of them are checked before the model
 runs: a missing one is reported with its reason and the run stops unless --skip-missing.
 ``eval_ahs.sh`` and ``python tools/eval_benchmarks.py`` run this command; the work is
@@ -14,6 +17,7 @@ cat_seg.engine.benchmarks'.
 """
 import argparse
 
+from ..utils.download import source_url
 from ..utils.paths import resolve_repo_path
 
 
@@ -22,7 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.split("\n")[1:]))
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--weights", required=True, help="checkpoint (.pth) to evaluate")
+    parser.add_argument("--weights", required=True,
+                        help="checkpoint (.pth) to evaluate, or its URL / hf:// name")
     parser.add_argument("--output", required=True)
     parser.add_argument("--benchmarks", default="", help="comma-separated short names")
     parser.add_argument("--skip-missing", action="store_true")
@@ -39,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None):
-    from ..engine.benchmarks import launch_evaluation
+    from ..engine import benchmarks
+    from ..engine.catseg_checkpoint import fetch_ahs_weights
 
-    return launch_evaluation(parse_args(argv))
+    args = parse_args(argv)
+    if source_url(args.weights):  # before any process starts: one download, one conversion
+        args.weights = fetch_ahs_weights(args.weights)
+    return benchmarks.launch_evaluation(args)
