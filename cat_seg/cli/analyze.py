@@ -61,6 +61,7 @@ from typing import Any, Dict
 from cat_seg.analysis.measure import analyze, build_analysis_model, compare, load_config, vocabulary
 from cat_seg.analysis.profiling import format_profile, profile_inference, profile_training_step
 from cat_seg.analysis.report import format_ratios, format_result, write_json, write_markdown
+from cat_seg.utils.console import allocator_state, prepare_entry_point
 from cat_seg.utils.paths import resolve_repo_path
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ logger = logging.getLogger(__name__)
 
 def main(argv=None) -> Dict[str, Any]:
     args = parse_args(argv)
+    # As for training and evaluation (AHS_MALLOC=system: the C library's defaults).
+    logger.info(f"[analyze_model] glibc malloc: {allocator_state()}")
     args.config_file = resolve_repo_path(args.config_file)
     args.compare = [resolve_repo_path(f) for f in args.compare or []] or None
     load = dict(random_weights=not args.keep_clip_weights, device=args.device)
@@ -180,8 +183,6 @@ def parse_args(argv=None):
 def run() -> None:
     """``tools/analyze_model.py``'s command line: console logging, then :func:`main`; bad input
     ends with one line."""
-    from cat_seg.utils.console import prepare_entry_point
-
     prepare_entry_point()
     try:
         main()

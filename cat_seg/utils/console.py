@@ -9,11 +9,14 @@ library's defaults).
 """
 import logging
 import sys
+from typing import Optional
 
 from .allocator import reuse_freed_memory
 
 # Marks the handlers installed here, so a second call adds none.
 _HANDLER_NAME = "ahs-seg-console"
+# What prepare_entry_point did to glibc's allocator: None before (or without) it.
+_allocator_kept: Optional[bool] = None
 
 
 class _Below(logging.Filter):
@@ -60,10 +63,17 @@ def configure_console_logging(level: int = logging.INFO) -> None:
 def prepare_entry_point(*, console: bool = True, allocator: bool = True) -> None:
     """The process-wide settings of a command line: console logging and, for the process and
     the worker processes it starts, glibc's keep-freed-memory settings (logged)."""
+    global _allocator_kept
     if console:
         configure_console_logging()
     if allocator:
-        kept = reuse_freed_memory(children=True)
-        logging.getLogger(__name__).debug(
-            "glibc malloc: %s",
-            "freed memory kept for reuse" if kept else "the C library's defaults")
+        _allocator_kept = reuse_freed_memory(children=True)
+        logging.getLogger(__name__).debug("glibc malloc: %s", allocator_state())
+
+
+def allocator_state() -> str:
+    """What this process's entry point did to glibc's allocator, in words (measurements say it:
+    it changes time and memory)."""
+    if _allocator_kept is None:
+        return "as the process set it (no ahs-seg entry point ran)"
+    return "freed memory kept for reuse" if _allocator_kept else "the C library's defaults"
