@@ -210,7 +210,7 @@ class Segmenter:
     @classmethod
     def from_config(cls, config_file: str, weights: Optional[str] = None, *,
                     device: Optional[str] = None, opts: Sequence[str] = (),
-                    allow_unexpected_weights: bool = False,
+                    allow_unexpected_weights: bool = False, sha256: Optional[str] = None,
                     chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> "Segmenter":
         """Build the model of ``config_file`` with the test protocol and load ``weights``.
 
@@ -218,7 +218,9 @@ class Segmenter:
             config_file: a config (relative paths: from the current folder first, then from the
                 repository, so ``configs/...`` works from any folder).
             weights: checkpoint a training run wrote (``OUTPUT_DIR/model_final.pth``), resolved
-                like ``config_file``; None: the config's MODEL.WEIGHTS.
+                like ``config_file``, or an http(s) URL / ``hf://owner/name/file`` (downloaded
+                once into the cache, checked against ``sha256`` when given; an official CAT-Seg
+                checkpoint is converted there); None: the config's MODEL.WEIGHTS.
             device: "cpu", "cuda", "cuda:1", "auto"...; None: the config's MODEL.DEVICE.
             opts: config overrides ``[KEY, VALUE, ...]``, applied after the test protocol.
             allow_unexpected_weights: drop (and list in ``ignored_weights``) checkpoint weights
@@ -227,7 +229,7 @@ class Segmenter:
         from .demo.images import build_demo_model, setup_cfg
 
         cfg = setup_cfg(config_file, opts, device=device, weights=weights,
-                        allow_unexpected_weights=allow_unexpected_weights)
+                        allow_unexpected_weights=allow_unexpected_weights, sha256=sha256)
         model, ignored = build_demo_model(cfg)
         return cls(model, cfg, chunk_bytes=chunk_bytes, ignored_weights=ignored)
 

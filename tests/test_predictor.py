@@ -299,3 +299,20 @@ def test_long_vocabularies_send_the_views_one_at_a_time(tiny, monkeypatch):
     one_by_one = seg(image, names, min_score=0)
     assert views == [1] * 5  # 4 crops and the global view, one per pass
     np.testing.assert_allclose(one_by_one.sigmoid_scores, batched.sigmoid_scores, atol=1e-5)
+
+
+def test_weights_by_url_go_through_the_download_cache(tiny, monkeypatch):
+    """A URL or hf:// name is fetched (and an official CAT-Seg checkpoint converted) by
+    fetch_ahs_weights, whose own tests serve files from 127.0.0.1; here it is stood in for."""
+    root, _, image = tiny
+    import cat_seg.engine.catseg_checkpoint as catseg_checkpoint
+
+    asked = []
+    monkeypatch.setattr(catseg_checkpoint, "fetch_ahs_weights",
+                        lambda source, sha256=None: asked.append((source, sha256))
+                        or str(root / "model.pth"))
+    seg = Segmenter.from_config(str(root / "tiny.yaml"), "hf://someone/ahs/model.pth",
+                                device="cpu", sha256="ab" * 32)
+    assert asked == [("hf://someone/ahs/model.pth", "ab" * 32)]
+    assert seg.cfg.MODEL.WEIGHTS == str(root / "model.pth")
+    assert seg(image, NAMES).labels.shape == image.shape[:2]

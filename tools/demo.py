@@ -97,7 +97,9 @@ def parse_args(argv=None):
     vocabulary.add_argument("--vocabulary", help='comma-separated class names, "sky, tree, person"')
     vocabulary.add_argument("--vocabulary-file", help="JSON list of class names")
     parser.add_argument("--config-file", required=True, help="the config the weights were trained with")
-    parser.add_argument("--weights", help="checkpoint (.pth); default: the config's MODEL.WEIGHTS")
+    parser.add_argument("--weights", help="checkpoint (.pth), or its http(s) URL / hf://owner/name/"
+                        "file (downloaded once into the cache; an official CAT-Seg checkpoint is "
+                        "converted there); default: the config's MODEL.WEIGHTS")
     parser.add_argument("--output", default="demo_output", help="folder for the pictures")
     parser.add_argument("--probabilities", action="store_true",
                         help="also write one score map per class")

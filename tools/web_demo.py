@@ -27,6 +27,7 @@ from cat_seg.demo.images import check_max_side
 from cat_seg.demo.web import DEFAULT_MAX_SIDE, model_builder, serve
 from cat_seg.predictor import DEFAULT_MIN_SCORE, check_min_score
 from cat_seg.utils.console import prepare_entry_point
+from cat_seg.utils.download import source_url
 from cat_seg.utils.paths import resolve_repo_path
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -38,8 +39,9 @@ EXAMPLES_DIR = os.path.join("output", "web_demo", "examples")
 
 
 def check_weights(config_file: str, weights: str) -> None:
-    """Fail before starting the server when the weights are missing, naming the fix."""
-    if os.path.isfile(weights):
+    """Fail before starting the server when the weights are missing, naming the fix (a URL or
+    hf:// name is downloaded while the model loads, the page saying so)."""
+    if os.path.isfile(weights) or source_url(weights):
         return
     if os.path.abspath(weights) == os.path.abspath(os.path.join(ROOT, DEFAULT_WEIGHTS)):
         raise FileNotFoundError(
@@ -57,8 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--config-file", default=os.path.join(ROOT, DEFAULT_CONFIG),
                         help=f"the config the weights were trained with (default {DEFAULT_CONFIG})")
     parser.add_argument("--weights", default=os.path.join(ROOT, DEFAULT_WEIGHTS),
-                        help=f"checkpoint (default {DEFAULT_WEIGHTS}, made by "
-                             f"{QUICKSTART_COMMAND})")
+                        help=f"checkpoint, or its http(s) URL / hf://owner/name/file (default "
+                             f"{DEFAULT_WEIGHTS}, made by {QUICKSTART_COMMAND})")
     parser.add_argument("--port", type=int, default=7860, help="HTTP port (default 7860)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (0.0.0.0: reachable from other machines)")

@@ -264,14 +264,24 @@ def vocabulary_note(class_names: Sequence[str]) -> Optional[str]:
 # ---------------------------------------------------------------------------------- model
 
 def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] = None,
-              weights: Optional[str] = None, allow_unexpected_weights: bool = False):
+              weights: Optional[str] = None, allow_unexpected_weights: bool = False,
+              sha256: Optional[str] = None):
     """The frozen config of the demos and the predictor: file, then the evaluation's test
     protocol (sliding window, pooling [1, 1]), then ``opts``, then ``device`` / ``weights``;
     "auto" resolved. ``config_file`` and ``weights`` are found from the current folder first,
-    then from the repository (``configs/...`` works from any folder)."""
+    then from the repository (``configs/...`` works from any folder); ``weights`` may also be an
+    http(s) URL or ``hf://owner/name/file``, downloaded once into the cache (checked against
+    ``sha256`` when given) and, for an official CAT-Seg checkpoint, converted there
+    (:func:`cat_seg.engine.catseg_checkpoint.fetch_ahs_weights`)."""
     from .. import build_config
     from ..engine.benchmarks import TEST_PROTOCOL
+    from ..utils.download import source_url
     from ..utils.paths import resolve_repo_path
+
+    if weights and source_url(os.fspath(weights)):
+        from ..engine.catseg_checkpoint import fetch_ahs_weights
+
+        weights = fetch_ahs_weights(os.fspath(weights), sha256)
 
     config_file = resolve_repo_path(os.fspath(config_file))
     if not os.path.isfile(config_file):
