@@ -27,7 +27,8 @@ from PIL import Image
 
 from cat_seg import build_config
 from cat_seg.utils.results_folder import (RunRecord, file_fingerprint, folder_lock,
-                                          retire_previous_results, write_status)
+                                          retire_previous_results, retire_previous_run,
+                                          write_status)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -91,6 +92,7 @@ def test_every_results_file_states_the_weights_config_dates_and_completeness(tmp
 
 
 def test_a_new_run_moves_earlier_results_away_and_marks_a_killed_one(tmp_path):
+    """Evaluations move earlier results; a training from scratch moves the earlier run."""
     out = tmp_path / "run"
     (out / "vis" / "A").mkdir(parents=True)
     results = ["results.json", "results.md", "results.partial.json", "config_eval.yaml",
@@ -112,6 +114,16 @@ def test_a_new_run_moves_earlier_results_away_and_marks_a_killed_one(tmp_path):
     write_status(str(out), None, "complete")
     again = Path(retire_previous_results(str(out)))
     assert not again.name.endswith("-incomplete") and again != moved
+
+    # A training from scratch moves the earlier run's training files too; a user's own files
+    # in the folder stay where they are.
+    (out / "notes.txt").write_text("mine")
+    (out / "results.md").write_text("old figures")
+    started_over = Path(retire_previous_run(str(out)))
+    for name in training + ["results.md"]:
+        assert not (out / name).exists() and (started_over / name).exists(), name
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "previous"]
 
 
 def _hold_lock(folder):

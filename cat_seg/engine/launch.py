@@ -33,7 +33,7 @@ from ..data.folder_dataset import register_config_folder_datasets
 from ..utils.console import prepare_entry_point
 from ..utils.paths import check_output_dir, resolve_repo_path
 from ..utils.results_folder import (FolderInUseError, RunRecord, file_fingerprint, folder_lock,
-                                    write_atomic)
+                                    retire_previous_run, write_atomic)
 from .checkpointer import AtomicCheckpointer, CheckpointMismatchError, CheckpointReadError
 from .resume_guard import check_resume, record_config_change, training_config_preserved
 from .trainer import (DatasetInputError, Trainer, TrainingInterrupted, interrupted_message,
@@ -211,6 +211,8 @@ def launch_from_args(args, name: str = "train_net"):
         # Machine 0's processes own the folder; the lock dies with this process.
         with folder_lock(cfg.OUTPUT_DIR, "evaluation" if args.eval_only else "training") \
                 if args.machine_rank == 0 else _nothing():
+            if args.machine_rank == 0:
+                _retire_unless_resumed(args, cfg.OUTPUT_DIR, name)
             return launch(train_or_evaluate, args.num_gpus, num_machines=args.num_machines,
                           machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
     except TrainingInterrupted as interrupted:
@@ -230,6 +232,18 @@ def launch_from_args(args, name: str = "train_net"):
 @contextmanager
 def _nothing():
     yield
+
+
+def _retire_unless_resumed(args, output_dir: str, name: str) -> None:
+    """A training from scratch into a folder holding an earlier run moves that run's files to
+    OUTPUT_DIR/previous/<time>/ first: its checkpoints never sit beside the new config."""
+    resuming = args.resume and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
+    if args.eval_only or resuming:
+        return
+    moved = retire_previous_run(output_dir)
+    if moved:
+        print(f"[{name}] {output_dir} held an earlier run; its files were moved to {moved} "
+              "(--resume continues a run instead of starting over)", file=sys.stderr)
 
 
 def cli(argv=None, name: str = "ahs-train"):

@@ -12,7 +12,10 @@ output folder OUT:
   eval_results.json, run_status.json)
   into ``OUT/previous/<UTC time>/`` before a new evaluation writes anything, so a run that is
   killed half-way never leaves another model's figures looking current. Training files
-  (checkpoints, config.yaml, log.txt, metrics.json) are not results and stay.
+  (checkpoints, config.yaml, log.txt, metrics.json) are not results and stay: an evaluation
+  usually writes into its training run's folder. A training that starts from scratch
+  (``retire_previous_run``) moves the earlier run's training files as well, so its checkpoints,
+  config and logs never sit beside another model's.
 - :class:`RunRecord` is what every results file states about its run: the weights file with its
   size, modification time and SHA-256 (of the whole file: a few seconds for a ViT-L checkpoint,
   nothing beside an evaluation), the config file, the overrides and the full config's file, the
@@ -37,8 +40,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
 
 __all__ = ["FolderInUseError", "LOCK_NAME", "PREVIOUS_DIR", "RESULT_FILES", "RunRecord",
-           "STATUS_NAME", "file_fingerprint", "folder_lock", "read_status",
-           "retire_previous_results", "utc_now", "write_atomic", "write_status"]
+           "STATUS_NAME", "TRAINING_FILES", "file_fingerprint", "folder_lock", "read_status",
+           "retire_previous_results", "retire_previous_run", "utc_now", "write_atomic",
+           "write_status"]
 
 LOCK_NAME = ".lock"
 STATUS_NAME = "run_status.json"
@@ -46,6 +50,9 @@ PREVIOUS_DIR = "previous"
 # What an evaluation writes (glob patterns relative to the folder); moved away by a new one.
 RESULT_FILES = ("results.json", "results.md", "results.partial.json", "sem_seg_per_class_*.csv",
                 "vis", "config_eval.yaml", "eval_results.json", STATUS_NAME)
+# What a training run writes (train_net.py, detectron2's writers and hooks).
+TRAINING_FILES = ("model_*.pth", "last_checkpoint", "config.yaml", "config_history.yaml",
+                  "log.txt*", "metrics.json", "events.out.tfevents.*", "inference")
 
 
 class FolderInUseError(OSError):
@@ -183,12 +190,12 @@ def folder_lock(folder: str, what: str = "run") -> Iterator[None]:
         handle.close()  # closing the last descriptor releases the lock
 
 
-def retire_previous_results(folder: str) -> Optional[str]:
-    """Move the results an earlier evaluation left in ``folder`` into
-    ``folder/previous/<UTC time>[-incomplete]/`` (``-incomplete`` when its run_status.json says
-    it never finished). Returns the new folder, or None when there was nothing to move.
+def retire_previous_results(folder: str, patterns: Sequence[str] = RESULT_FILES) -> Optional[str]:
+    """Move the results an earlier evaluation left in ``folder`` (files matching ``patterns``)
+    into ``folder/previous/<UTC time>[-incomplete]/`` (``-incomplete`` when its run_status.json
+    says it never finished). Returns the new folder, or None when there was nothing to move.
     Call it with :func:`folder_lock` held."""
-    found = sorted({path for pattern in RESULT_FILES
+    found = sorted({path for pattern in patterns
                     for path in glob.glob(os.path.join(folder, pattern))})
     if not found:
         return None
@@ -204,3 +211,9 @@ def retire_previous_results(folder: str) -> Optional[str]:
     for path in found:
         shutil.move(path, os.path.join(target, os.path.basename(path)))
     return target
+
+
+def retire_previous_run(folder: str) -> Optional[str]:
+    """:func:`retire_previous_results` for a training that starts from scratch in ``folder``:
+    the earlier run's checkpoints, config, logs and results all move (renames, no copy)."""
+    return retire_previous_results(folder, RESULT_FILES + TRAINING_FILES)
