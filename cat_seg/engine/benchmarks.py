@@ -323,14 +323,24 @@ def evaluate_benchmarks(args):
 
 
 def check_before_evaluation(args) -> None:
-    """Before any process starts or any model is built: the weights file, the config (with the
-    test protocol) and the output folder. Raises ``OSError`` / ``ValueError`` with one line."""
+    """Before any process starts or any model is built, and before the output folder's earlier
+    results are moved: the weights file, the config (with the test protocol), the output folder
+    and, unless ``skip_missing``, the benchmarks. Raises ``OSError`` / ``ValueError`` with one
+    line (missing benchmarks are listed on stderr first)."""
     if not os.path.isfile(args.weights):
         raise FileNotFoundError(f"weights file {args.weights} does not exist; train first "
                                 "(run_ahs.sh) or pass the path of a checkpoint")
     cfg = build_config_or_explain(args.config_file, TEST_PROTOCOL + args.opts)
     register_config_folder_datasets(cfg)  # a bad dataset description stops here, in one line
     check_output_dir(args.output, "output folder")
+    if not args.skip_missing:
+        names = args.benchmarks.split(",") if args.benchmarks else list(cfg.TEST.BENCHMARKS)
+        _, missing = check_benchmarks(names)
+        for name, reason in missing.items():
+            print(f"[eval] MISSING {name}: {reason}", file=sys.stderr)
+        if missing:
+            raise ValueError(f"{len(missing)} benchmark(s) missing (see above); prepare them or "
+                             "pass --skip-missing (SKIP_MISSING=1 for eval_ahs.sh)")
 
 
 def launch_evaluation(args):
