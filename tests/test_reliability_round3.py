@@ -151,7 +151,7 @@ def test_a_folder_in_use_is_refused_by_every_entry_point_until_its_holder_dies(
     entry_points = {
         "eval_ahs.sh": lambda: launch_evaluation(argparse.Namespace(
             config_file=tiny_config_file, weights=str(weights), output=str(out),
-            opts=["MODEL.DEVICE", "cpu"], benchmarks="", skip_missing=False, vis=0, num_gpus=1,
+            opts=["MODEL.DEVICE", "cpu"], benchmarks="", skip_missing=True, vis=0, num_gpus=1,
             num_machines=1, machine_rank=0, dist_url="auto")),
         "train_net.py": lambda: launch_from_args(default_argument_parser().parse_args(
             ["--config-file", tiny_config_file, *common])),
