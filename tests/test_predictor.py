@@ -175,11 +175,11 @@ def test_predictor_gives_the_evaluation_scores(tiny):
     result = seg(path, NAMES, min_score=0)
     np.testing.assert_array_equal(result.sigmoid_scores, evaluated)
     np.testing.assert_array_equal(result.labels, evaluated.argmax(0))
-    # The default keeps the argmax where a class is present (score >= 0.5), else -1.
+    # The default keeps the argmax where a class is present (score >= min_score), else -1.
     default = seg(path, NAMES)
     np.testing.assert_array_equal(default.sigmoid_scores, evaluated)
-    np.testing.assert_array_equal(default.labels, np.where(evaluated.max(0) >= 0.5,
-                                                           evaluated.argmax(0), -1))
+    np.testing.assert_array_equal(default.labels, np.where(
+        evaluated.max(0) >= cat_seg.predictor.DEFAULT_MIN_SCORE, evaluated.argmax(0), -1))
     whole = seg(path, NAMES, mode="whole")
     assert whole.sigmoid_scores.shape == evaluated.shape
     assert not np.array_equal(whole.sigmoid_scores, evaluated)  # another protocol

@@ -398,7 +398,7 @@ def test_one_class_absent_or_present_on_the_page(tiny_model, tmp_path):
         status, table = demo_web.status_text(seg), demo_web.area_table(seg)
         if case == "absent":
             assert seg.fractions == {} and (seg.label == -1).all()
-            assert "present: none of these names (no pixel scores ≥ 0.5" in status
+            assert "present: none of these names (no pixel scores ≥ 0.1" in status
             assert 'data-class="lava"' not in table and 'class="unlabelled" data-percent="100.00"' \
                 in table
         else:

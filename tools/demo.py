@@ -28,9 +28,10 @@ measures; ``--mode whole`` segments the whole image in one view (faster, less ac
 
 Present: every class gets its own sigmoid score (not probabilities that share the pixel), so a
 pixel takes the class with the highest score only when that score reaches ``--min-score``
-(default 0.5, where the per-class classifier says "yes"); elsewhere no class of the vocabulary
-is present: unlabelled, left uncoloured (darkened) in the overlay, out of the legend, counted as
-"unlabelled" in the figures printed. ``--min-score 0`` gives every pixel its best class.
+(default 0.1, chosen on the quick-start model: cat_seg/predictor.py says why); elsewhere no
+class of the vocabulary is present: unlabelled, left uncoloured (darkened) in the overlay, out of
+the legend, counted as "unlabelled" in the figures printed. ``--min-score 0`` gives every pixel
+its best class. A name alone scores lower than among others: name a few classes together.
 Images larger than ``--max-side`` pixels (default 1600, as the web demo; 0: no limit) are
 downscaled first, with a note: the pictures are then at that size.
 The work is cat_seg.demo's (cat_seg/demo/images.py); this script parses the arguments and
