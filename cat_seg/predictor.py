@@ -177,9 +177,9 @@ class Segmenter:
     ``mode``: ``"sliding"`` (default) is the evaluation's test protocol (tools/eval_benchmarks.py,
     eval_ahs.sh): the image resized as the evaluation resizes it, then CAT-Seg's sliding window
     of crops plus a global view; its scores equal the evaluation's. ``"whole"`` is one view of the
-    whole image (faster, less accurate: 63.7 against 75.2 held-out mIoU on Syn-unseen with the
-    quick-start weights). Both run the model built with the test protocol's class-aggregation
-    pooling ``[1, 1]`` (:data:`cat_seg.engine.benchmarks.TEST_PROTOCOL`).
+    whole image (a fifth of the model's work; not what the benchmarks measure, and less accurate
+    there). Both run the model built with the test protocol's class-aggregation pooling
+    ``[1, 1]`` (:data:`cat_seg.engine.benchmarks.TEST_PROTOCOL`).
 
     ``min_score`` (default 0.1): the sigmoid score a class needs to label a pixel; below it the
     pixel is :data:`UNLABELLED` (-1), none of the names (module docstring: what "present" means).
