@@ -15,7 +15,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from cat_seg.cli import main as cli
-from cat_seg.engine import AtomicCheckpointer
+from cat_seg.engine import AtomicCheckpointer, launch
 from cat_seg.utils.paths import default_dataset_root, repository_root, resolve_repo_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +43,22 @@ def test_help_lists_every_subcommand_with_one_line(tmp_path):
 @pytest.mark.parametrize("name", list(cli.SUBCOMMANDS))
 def test_every_subcommand_has_a_main(name):
     assert callable(cli.load_subcommand(name).main)
+
+
+def test_only_training_evaluation_and_measuring_change_the_allocator(monkeypatch):
+    asked = {}
+
+    def record(**settings):
+        asked[current] = settings["allocator"]
+
+    monkeypatch.setattr(cli, "prepare_entry_point", record)
+    monkeypatch.setattr(launch, "prepare_entry_point", lambda **settings: None)  # ahs-train's
+    for current in cli.SUBCOMMANDS:
+        with pytest.raises(SystemExit):  # --help: the set-up ran, nothing else
+            cli.main([current, "--help"])
+    assert {name for name, allocator in asked.items() if allocator} == \
+        {"train", "eval", "analyze"}
+    assert set(asked) == set(cli.SUBCOMMANDS)
 
 
 def test_a_subcommand_missing_from_the_installation_is_named(monkeypatch, caplog):

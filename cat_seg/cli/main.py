@@ -56,6 +56,13 @@ SUMMARIES: Dict[str, str] = {
 }
 
 
+# Subcommands whose process makes glibc keep freed memory for reuse (cat_seg.utils.allocator):
+# training, evaluation and the measurements, which repeat the same large allocations. The demos,
+# conversion and data tools keep the C library's settings, as their scripts do (measured on the
+# demo: the reuse settings raise its peak, tools/demo.py).
+KEEPS_FREED_MEMORY = frozenset({"train", "eval", "analyze"})
+
+
 class SubcommandUnavailable(RuntimeError):
     """The subcommand's code is not part of this installation."""
 
@@ -128,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     name = parser.parse_args(argv[:1]).subcommand
-    prepare_entry_point()
+    prepare_entry_point(allocator=name in KEEPS_FREED_MEMORY)
     try:
         module = load_subcommand(name)
     except SubcommandUnavailable as error:
