@@ -72,7 +72,8 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.CLIP_RESOLUTION = 384
     # Vision blocks whose tokens guide the decoder (3, 7 for ViT-B; 7, 15 for ViT-L).
     cfg.MODEL.SEM_SEG_HEAD.CLIP_GUIDANCE_LAYERS = [3, 7]
-    # What of CLIP trains: "oft_both" (H-CLIP adapters), "attention" (CAT-Seg q/v), "frozen".
+    # What of CLIP trains: "oft_both" (H-CLIP adapters), "attention" (CAT-Seg q/v), "full" (every
+    # CLIP weight: CAT-Seg's fine-tune-all ablation), "frozen".
     cfg.MODEL.SEM_SEG_HEAD.CLIP_FINETUNE = "oft_both"
     # Block size of the block-diagonal OFT adapters ("oft_both"; must divide both encoder widths).
     cfg.MODEL.SEM_SEG_HEAD.OFT_BLOCK_SIZE = 128

@@ -80,11 +80,35 @@ def test_finetune_modes_train_exactly_their_parameters(tiny_backbone):
     assert trainable_names(attention) == expected
     assert sum(p.numel() for p in attention.parameters() if p.requires_grad) == 2 * 6 * 128 * 128
     assert trainable_names(tiny_backbone(finetune="frozen")) == set()
+    full = tiny_backbone(finetune="full")
+    assert trainable_names(full) == {n for n, _ in full.named_parameters()} - {"clip.logit_scale"}
+
+
+def test_pretrained_copy_restores_the_weights_that_full_fine_tuning_overwrites(tiny_backbone,
+                                                                                random_images,
+                                                                                tmp_path):
+    with pytest.raises(ValueError, match="cannot be rebuilt"):
+        tiny_backbone(finetune="full").pretrained_copy()
+    path = str(tmp_path / "clip.pt")
+    torch.save(tiny_backbone().clip.state_dict(), path)
+    backbone = tiny_backbone(finetune="full", weights=path)
+    images = random_images(backbone)
+    before = outputs(backbone.eval(), images)
+    with torch.no_grad():
+        for p in backbone.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert backbone.overwrites_pretrained
+    assert max_difference(outputs(backbone, images), before) > 1e-2
+    copy = backbone.pretrained_copy()
+    assert not copy.overwrites_pretrained and copy.finetune == "frozen"
+    assert max_difference(outputs(copy, images), before) <= 1e-6
 
 
 @pytest.mark.parametrize("architecture,resolution,counts", [
-    ("ViT-B/16", 384, {"oft_both": 7_867_824, "attention": 20_447_232, "frozen": 0}),
-    ("ViT-L/14@336px", 336, {"oft_both": 22_034_016, "attention": 64_487_424, "frozen": 0}),
+    ("ViT-B/16", 384, {"oft_both": 7_867_824, "attention": 20_447_232, "full": 149_620_736,
+                       "frozen": 0}),
+    ("ViT-L/14@336px", 336, {"oft_both": 22_034_016, "attention": 64_487_424,
+                             "full": 427_944_192, "frozen": 0}),
 ])
 def test_trainable_parameter_counts_of_the_real_architectures(architecture, resolution, counts):
     for mode, count in counts.items():
@@ -207,7 +231,7 @@ def test_encode_image_rejects_wrong_shapes(tiny_backbone):
 @pytest.mark.parametrize("kwargs,message", [
     (dict(architecture="ViT-X/99"), r"Unknown CLIP architecture 'ViT-X/99'.*ViT-B/16.*ViT-L-14-336"),
     (dict(architecture="ViT-B-16-SigLIP"), "does not support"),
-    (dict(finetune="full"), r"CLIP_FINETUNE.*oft_both"),
+    (dict(finetune="everything"), r"CLIP_FINETUNE.*oft_both"),
     (dict(guidance_layers=(3,)), r"CLIP_GUIDANCE_LAYERS.*\[0, 2\]"),
     (dict(resolution=100), "multiple of the patch size 16"),
     (dict(prompt_ensemble="imagenet_select"), "PROMPT_ENSEMBLE_TYPE"),

@@ -20,7 +20,7 @@ from cat_seg.data.synthetic import (
 from cat_seg.data.synthetic import register as register_module
 from cat_seg.data.synthetic import storage
 
-SMALL = {"seen_train": 4, "seen_val": 2, "unseen_val": 2}
+SMALL = {"seen_train": 4, "seen_val": 2, "unseen_val": 2, "mixed_val": 2}
 
 
 @pytest.fixture
@@ -31,6 +31,7 @@ def restore_registration():
     register_synthetic_datasets(
         os.path.dirname(dataset_dir), num_train=counts["seen_train"],
         num_val=counts["seen_val"], num_unseen_val=counts["unseen_val"],
+        num_mixed_val=counts["mixed_val"],
     )
 
 
@@ -150,13 +151,15 @@ def test_concurrent_generation_is_safe(tmp_path):
 # ----------------------------------------------------------------------------- registration
 
 def test_registered_at_import_with_the_metadata_contract():
-    for name, (split, classes, benchmark) in SYNTHETIC_DATASETS.items():
+    for name, (split, classes, benchmark, held_out) in SYNTHETIC_DATASETS.items():
         assert name in DatasetCatalog.list()
         meta = MetadataCatalog.get(name)
         assert meta.stuff_classes == [c.name for c in classes]
         assert meta.ignore_label == 255 and meta.evaluator_type == "sem_seg"
         assert meta.benchmark == benchmark and len(meta.stuff_colors) == len(classes)
-        assert meta.image_root.endswith(os.path.join("synthetic", "images", split))
+        images = "images" if split in storage.DERIVED_SPLITS else os.path.join("images", split)
+        assert meta.image_root.endswith(os.path.join("synthetic", images))
+        assert meta.get("unseen_classes", []) == [c.name for c in held_out]
         assert meta.sem_seg_root.endswith(os.path.join("synthetic", "annotations", split))
     assert MetadataCatalog.get("synthetic_seen_val").benchmark == "Syn-seen"
     assert MetadataCatalog.get("synthetic_unseen_val").benchmark == "Syn-unseen"

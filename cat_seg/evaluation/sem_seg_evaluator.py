@@ -50,7 +50,8 @@ class SemSegEvaluator(DatasetEvaluator):
     ``evaluate()`` returns ``{"sem_seg": {"mIoU", "mIoU_gt", "fwIoU", "mACC", "pACC",
     "chance_mIoU", "IoU-<class>"..., "ACC-<class>"...}}`` in percent (formulas in
     :mod:`cat_seg.evaluation.metrics`) on the main process and ``None`` elsewhere. After it,
-    :attr:`metrics` holds the merged :class:`SegmentationMetrics` and
+    :attr:`merged_confusion` holds the (K, K) matrix summed over processes,
+    :attr:`metrics` the merged :class:`SegmentationMetrics` and
     :meth:`write_per_class_csv` writes the per-class table; with ``output_dir`` set the table
     is written to ``<output_dir>/sem_seg_per_class_<dataset_name>.csv`` automatically.
     """
@@ -81,6 +82,7 @@ class SemSegEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+        self.merged_confusion = None
         self.metrics = None
 
     # ------------------------------------------------------------------ accumulation
@@ -176,7 +178,8 @@ class SemSegEvaluator(DatasetEvaluator):
         matrices = self._gather_confusions()
         if matrices is None:
             return None
-        self.metrics = compute_metrics(merge_confusion_matrices(matrices).numpy())
+        self.merged_confusion = merge_confusion_matrices(matrices).numpy()
+        self.metrics = compute_metrics(self.merged_confusion)
         m = self.metrics
         res = OrderedDict(
             [("mIoU", m.miou), ("mIoU_gt", m.miou_gt), ("fwIoU", m.fwiou),

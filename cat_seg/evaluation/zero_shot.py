@@ -10,6 +10,7 @@ Two measures, both with the backbone's adapters bypassed (the pretrained CLIP as
   covers at least ``purity`` of the labelled pixels, classified by CLIP's image embedding (class
   token) against the class prompts; top-1 accuracy, balanced over the classes.
 """
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
@@ -24,7 +25,7 @@ from cat_seg.modeling.clip.pretraining import own_weights
 from cat_seg.modeling.head.cost_volume import cosine_cost_volume
 from cat_seg.utils.device import module_device
 
-from .sem_seg_evaluator import SemSegEvaluator
+from .build import build_sem_seg_evaluator
 
 
 def _clip_input(backbone, image: np.ndarray) -> torch.Tensor:
@@ -37,19 +38,30 @@ def _clip_input(backbone, image: np.ndarray) -> torch.Tensor:
     return F.interpolate((x - mean) / std, size=size, mode="bilinear", align_corners=False)
 
 
-@torch.no_grad()
-def dense_zero_shot(backbone, dataset_name: str) -> Dict[str, float]:
-    """Frozen-CLIP dense zero-shot segmentation of a registered dataset with its own vocabulary.
+def pretrained_clip(backbone):
+    """The CLIP as pretrained: ``backbone`` itself (its adapters are bypassed where it is used)
+    unless training overwrote its weights (``attention``, ``full``): then a frozen copy read
+    again from its weights file."""
+    return backbone.pretrained_copy() if backbone.overwrites_pretrained else backbone
 
-    Returns the evaluator's ``sem_seg`` dictionary (mIoU, mIoU_gt, ..., in percent).
+
+@torch.no_grad()
+def dense_zero_shot(backbone, dataset_name: str, pretrained: bool = True) -> Dict[str, float]:
+    """Dense zero-shot segmentation of a registered dataset with its own vocabulary by a CLIP
+    alone (no head): the pretrained CLIP (``pretrained``, the default) or the backbone's own,
+    fine-tuned weights (``pretrained=False``: what fine-tuning left of CLIP's zero-shot ability).
+
+    Returns the dataset evaluator's ``sem_seg`` dictionary (mIoU, mIoU_gt, ..., in percent; for a
+    generalized-protocol dataset also mIoU_seen, mIoU_unseen, hIoU, unseen_as_seen).
     """
     names = list(MetadataCatalog.get(dataset_name).stuff_classes)
-    evaluator = SemSegEvaluator(dataset_name, distributed=False)
-    with backbone.adapters_bypassed():
-        text = backbone.encode_text(names)  # (T, P, D)
+    evaluator = build_sem_seg_evaluator(dataset_name, distributed=False)
+    clip = pretrained_clip(backbone) if pretrained else backbone
+    with (clip.adapters_bypassed() if pretrained else nullcontext()):
+        text = clip.encode_text(names)  # (T, P, D)
         for record in DatasetCatalog.get(dataset_name):
             image = read_image_rgb(record["file_name"])
-            dense, _ = backbone.encode_image(_clip_input(backbone, image))
+            dense, _ = clip.encode_image(_clip_input(clip, image))
             cost = cosine_cost_volume(dense, text[None]).mean(dim=1)  # (1, T, h, w)
             scores = F.interpolate(cost, size=image.shape[:2], mode="bilinear",
                                    align_corners=False)[0]

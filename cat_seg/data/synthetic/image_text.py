@@ -7,8 +7,8 @@ augmentation), flipped half of the time and resized to the pretraining resolutio
 (:mod:`.captions`) naming the classes visible in the crop. Small crops often show one class, so the
 model also sees "a photo of lava." for a picture of lava alone.
 
-The bank uses its own random streams (``[SEED, 3, i]``), so none of its scenes is an image of the
-segmentation splits (streams 0–2): the zero-shot figures on Syn-seen / Syn-unseen val are measured
+The bank uses its own random streams (``[SEED, BANK_STREAM, i]``), so none of its scenes is an image
+of the segmentation splits (their stream codes are distinct, :data:`.storage.RENDERED_SPLITS`): the zero-shot figures on Syn-seen / Syn-unseen val are measured
 on pictures the pretraining never saw.
 
 Batches are a pure function of ``(seed, step)`` (:meth:`SceneCropStream.batch`): a resumed run
@@ -22,14 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from cat_seg.data.synthetic.captions import caption_for, visible_classes
-from cat_seg.data.synthetic.classes import SEEN_CLASSES, UNSEEN_CLASSES, SyntheticClass
+from cat_seg.data.synthetic.classes import ALL_CLASSES, SyntheticClass
 from cat_seg.data.synthetic.scenes import IGNORE_LABEL, render_scene
-from cat_seg.data.synthetic.storage import SEED
+from cat_seg.data.synthetic.storage import BANK_STREAM, SEED
 
-# Every class of the synthetic world: the vocabulary of the pretraining captions.
-ALL_CLASSES: Tuple[SyntheticClass, ...] = SEEN_CLASSES + UNSEEN_CLASSES
-# Code of the pretraining bank in the random seed (0–2 are the segmentation splits).
-_BANK_STREAM = 3
 
 
 @dataclass
@@ -69,7 +65,7 @@ class SceneCropStream:
         images = np.empty((num_scenes, scene_size, scene_size, 3), np.uint8)
         labels = np.empty((num_scenes, scene_size, scene_size), np.uint8)
         for i in range(num_scenes):
-            rng = np.random.default_rng([SEED, _BANK_STREAM, i])
+            rng = np.random.default_rng([SEED, BANK_STREAM, i])
             images[i], labels[i] = render_scene(self.classes, rng, scene_size, scene_size)
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
         self.labels = labels

@@ -103,3 +103,30 @@ def render_scene(
     label = label.astype(np.uint8)
     label[border] = IGNORE_LABEL
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), label
+
+
+def render_mixed_scene(
+    classes: Sequence[SyntheticClass],
+    unseen: np.ndarray,
+    rng: np.random.Generator,
+    min_size: int,
+    max_size: int,
+    max_tries: int = 100,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """A scene of ``classes`` that shows at least one seen and one held-out class.
+
+    ``unseen`` is a (len(classes),) bool mask of the held-out classes. Scenes are drawn with
+    :func:`render_scene` from the same generator until one has labelled pixels of both kinds
+    (a class hidden under objects or reduced to borders does not count), so the result is still
+    a pure function of the generator's seed. Raises ``RuntimeError`` after ``max_tries`` draws.
+    """
+    unseen = np.asarray(unseen, dtype=bool)
+    if unseen.shape != (len(classes),) or unseen.all() or not unseen.any():
+        raise ValueError("render_mixed_scene needs a mask over the classes with both seen and "
+                         f"held-out classes, got {unseen.tolist()}")
+    for _ in range(max_tries):
+        image, label = render_scene(classes, rng, min_size, max_size)
+        present = np.unique(label[label != IGNORE_LABEL])
+        if unseen[present].any() and not unseen[present].all():
+            return image, label
+    raise RuntimeError(f"no scene with both seen and held-out classes in {max_tries} draws")

@@ -10,7 +10,14 @@ Fine-tuning modes (``CLIP_FINETUNE``); every other CLIP parameter is frozen:
 * ``oft_both`` (H-CLIP): only the adapter trains (``adapter.*``; 7,867,824 parameters for ViT-B/16);
 * ``attention`` (CAT-Seg): the q and v projection weights of every attention layer of both encoders
   (``*.attn.q_proj.weight``, ``*.attn.v_proj.weight``; 20,447,232 for ViT-B/16);
+* ``full``: every CLIP parameter of both encoders (CAT-Seg's "fine-tune all" ablation row;
+  149,620,736 for ViT-B/16), all but the contrastive temperature ``logit_scale``, which no loss
+  here reads;
 * ``frozen``: nothing.
+
+In ``attention`` and ``full`` the pretrained weights are overwritten by training, so
+:meth:`CLIPBackbone.pretrained_copy` rebuilds them (from ``weights``) where a frozen reference
+is needed.
 
 Every CLIP parameter lives under this module, so an optimizer finds them by the module's prefix
 (``backbone.`` inside the meta-architecture). Parameter names (W: width, i: block index):
@@ -73,7 +80,7 @@ from .encoders import encode_image_tokens, encode_text_tokens
 from .oft import TEXT, VISION, HCLIPOrthogonalAdapter
 from .prompts import build_prompts, clip_tokenizer, prompt_templates, warn_truncated
 
-FINETUNE_MODES = ("oft_both", "attention", "frozen")
+FINETUNE_MODES = ("oft_both", "attention", "full", "frozen")
 # Vocabularies whose embeddings / tokens are kept (an evaluation cycles through a few test sets).
 _CACHED_VOCABULARIES = 4
 
@@ -130,6 +137,8 @@ class CLIPBackbone(nn.Module):
         self._set_guidance_layers(arch, guidance_layers)
         self._set_prompts(arch, prompt_ensemble)
         self.finetune = finetune
+        # Kept to rebuild the pretrained CLIP (pretrained_copy) when training overwrites it.
+        self.weights, self.prompt_ensemble = weights, prompt_ensemble
         self.activation_checkpointing = check_mode(
             activation_checkpointing, "MODEL.SEM_SEG_HEAD.CLIP_ACTIVATION_CHECKPOINTING")
         adapter = self._build_adapter(arch, finetune, oft_block_size, oft_vision_cayley)
@@ -188,8 +197,10 @@ class CLIPBackbone(nn.Module):
             block_size=block_size, vision_cayley=vision_cayley)
 
     def _freeze_all_but_trained(self, finetune: str) -> None:
-        """Freeze CLIP; ``attention`` then unfreezes every q and v projection weight."""
-        self.clip.requires_grad_(False)
+        """Freeze CLIP; ``attention`` then unfreezes every q and v projection weight, ``full``
+        every parameter but the unused temperature."""
+        self.clip.requires_grad_(finetune == "full")
+        self.clip.logit_scale.requires_grad_(False)
         if finetune == "attention":
             for block in self._blocks(TEXT) + self._blocks(VISION):
                 block.attn.q_proj.weight.requires_grad_(True)
@@ -275,14 +286,34 @@ class CLIPBackbone(nn.Module):
     def adapters_bypassed(self) -> Iterator["CLIPBackbone"]:
         """Inside, every forward uses the pretrained weights (no adapters): the SDR teacher.
 
-        Re-entrant, and usable inside or outside ``torch.no_grad()``. In the ``attention`` and
-        ``frozen`` modes there are no adapters and the forward is unchanged.
+        Re-entrant, and usable inside or outside ``torch.no_grad()``. In the ``attention``,
+        ``full`` and ``frozen`` modes there are no adapters and the forward is unchanged (see
+        :meth:`pretrained_copy` for the pretrained CLIP of the first two).
         """
         self._bypass_depth += 1
         try:
             yield self
         finally:
             self._bypass_depth -= 1
+
+    @property
+    def overwrites_pretrained(self) -> bool:
+        """Whether training changes CLIP's own weights (``attention``, ``full``): then neither
+        :meth:`adapters_bypassed` nor the module itself is the pretrained CLIP any more."""
+        return self.finetune in ("attention", "full")
+
+    def pretrained_copy(self) -> "CLIPBackbone":
+        """A frozen CLIP with the pretrained weights (read again from ``weights``), the same
+        architecture, resolution and prompts, on this module's device, in evaluation mode.
+
+        Raises ``ValueError`` for ``weights="random"``: those weights cannot be drawn again."""
+        if self.weights == "random":
+            raise ValueError("the pretrained weights of a CLIP built with CLIP_WEIGHTS random "
+                             "cannot be rebuilt; use a checkpoint file for a frozen reference")
+        copy = CLIPBackbone(architecture=self.architecture, weights=self.weights,
+                            resolution=self.resolution, finetune="frozen",
+                            prompt_ensemble=self.prompt_ensemble)
+        return copy.to(module_device(self)).eval()
 
     def train(self, mode: bool = True) -> "CLIPBackbone":
         """Evaluation folds the adapters into plain weights (at its first forward); training unfolds."""
