@@ -5,6 +5,7 @@ from typing import Dict, Hashable, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
+from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
 from .contract import AHS_MODULE_REGISTRY, AHSContext, AHSModule
@@ -137,7 +138,26 @@ class SelfDistillationRegularizer(AHSModule):
         with distil_text, of the student's text embeddings, against the teacher's."""
         teacher_dense, teacher_text = self.teacher_pass(context.backbone, context.images, context.class_names)
         student_text = context.text if self.distill_text else None
-        return {"loss_distill": self(context.features, teacher_dense, context.iteration, student_text, teacher_text)}
+        loss = self(context.features, teacher_dense, context.iteration, student_text, teacher_text)
+        self._log_dose(context, teacher_dense, teacher_text)
+        return {"loss_distill": loss}
+
+    @torch.no_grad()
+    def _log_dose(self, context: AHSContext, teacher_dense: Tensor, teacher_text: Optional[Tensor]) -> None:
+        """Log what SDR pulls against: the mean student–teacher angle of the dense embeddings (and of
+        the text embeddings), in degrees, and the loss weight w(t), into the trainer's event storage
+        (metrics.json; tools/sdr_dose.py reads them). Nothing outside a trainer."""
+        try:
+            storage = get_event_storage()
+        except AssertionError:  # no trainer running (tests, tools)
+            return
+        degrees = 180.0 / math.pi
+        storage.put_scalar("sdr/angle_dense_deg", degrees * float(
+            geodesic_angle(context.features.float(), teacher_dense.float(), dim=1).mean()))
+        if teacher_text is not None:
+            storage.put_scalar("sdr/angle_text_deg", degrees * float(geodesic_angle(
+                context.text.float(), teacher_text.to(context.text.device).float(), dim=-1).mean()))
+        storage.put_scalar("sdr/weight", self.weight(context.iteration))
 
     @torch.no_grad()
     def teacher_pass(
