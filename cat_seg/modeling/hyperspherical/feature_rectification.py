@@ -123,6 +123,13 @@ class AdaptiveFeatureRectification(AHSModule):
             rectified: (B, D, h, w) ``f'``, the embeddings for the cost volume.
             certainty_logits: (B, h, w) ``u``; certainty = sigmoid(u). Only :meth:`loss` needs them.
         """
+        gate, certainty_logits = self.gate(features)
+        rectified = features + self.alpha * (gate * features - features)
+        return rectified, certainty_logits
+
+    def gate(self, features: Tensor) -> Tuple[Tensor, Tensor]:
+        """``gate = σ(channel) ⊙ σ(spatial) ⊙ σ(u)`` (B, D, h, w) and the certainty logits ``u``
+        (B, h, w) of (B, D, h, w) dense embeddings (also read by the mechanism figures)."""
         if features.dim() != 4 or features.shape[1] != self.embed_dim:
             raise ValueError(
                 f"features must be (B, {self.embed_dim}, h, w) dense embeddings, got {tuple(features.shape)}"
@@ -134,8 +141,7 @@ class AdaptiveFeatureRectification(AHSModule):
         )  # (B, 1, h, w)
         certainty_logits = self.certainty_head(x)  # (B, 1, h, w)
         gate = torch.sigmoid(channel) * torch.sigmoid(spatial) * torch.sigmoid(certainty_logits)
-        rectified = features + self.alpha * (gate * features - features)
-        return rectified, certainty_logits.squeeze(1)
+        return gate, certainty_logits.squeeze(1)
 
     def feature_hook(self, features: Tensor) -> Tuple[Tensor, Tensor]:
         """The rectified embeddings, and the certainty logits :meth:`losses` supervises."""

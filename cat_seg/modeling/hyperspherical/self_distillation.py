@@ -146,7 +146,7 @@ class SelfDistillationRegularizer(AHSModule):
     def _log_dose(self, context: AHSContext, teacher_dense: Tensor, teacher_text: Optional[Tensor]) -> None:
         """Log what SDR pulls against: the mean student–teacher angle of the dense embeddings (and of
         the text embeddings), in degrees, and the loss weight w(t), into the trainer's event storage
-        (metrics.json; tools/sdr_dose.py reads them). Nothing outside a trainer."""
+        (metrics.json; tools/research_loop.py and tools/mechanism_figure.py read them). Nothing outside a trainer."""
         try:
             storage = get_event_storage()
         except AssertionError:  # no trainer running (tests, tools)
