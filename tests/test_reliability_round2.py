@@ -69,6 +69,7 @@ def test_eval_ahs_refuses_weights_of_another_config_unless_allowed(tmp_path, ful
     assert "[eval] MODEL.ALLOW_UNEXPECTED_WEIGHTS: 13 weights of" in result.stderr  # console
     assert "IGNORED" in result.stdout  # the log
     weights = json.loads((out / "results.json").read_text())["PAS-20"]["weights"]
+    assert weights.pop("size") == os.path.getsize(full_weights) and len(weights.pop("sha256")) == 64
     assert weights == {"file": full_weights, "allow_unexpected_weights": True, "ignored_keys": 13,
                        "ignored_modules": ["feature_rectification.alpha",
                                            "feature_rectification.certainty_head",

@@ -185,6 +185,7 @@ def test_default_root_is_relative_to_the_working_directory(tmp_path, monkeypatch
                                                            restore_registration):
     monkeypatch.delenv("DETECTRON2_DATASETS", raising=False)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "datasets").mkdir()  # a ./datasets folder here is the root
     register_synthetic_datasets(num_train=2, num_val=1, num_unseen_val=1)
     assert MetadataCatalog.get("synthetic_seen_val").image_root == str(
         tmp_path / "datasets" / "synthetic" / "images" / "seen_val")
