@@ -266,6 +266,9 @@ def test_readme_example_runs_from_any_folder(tmp_path, monkeypatch):
     weights here: the test checks the API, not the accuracy)."""
     from detectron2.modeling import build_model
 
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "README.md")).read()
+    assert README_EXAMPLE in readme  # the text run here is the README's, line for line
     cfg = demo_images.setup_cfg("configs/synthetic/quickstart.yaml", device="cpu")
     torch.manual_seed(0)
     weights = tmp_path / "output" / "quickstart" / "model_final.pth"
