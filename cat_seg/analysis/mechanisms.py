@@ -18,12 +18,12 @@ on the synthetic world's validation images:
 import json
 import math
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..config import build_config
 from ..data.label_io import read_image_rgb
@@ -31,6 +31,7 @@ from ..engine.checkpointer import AtomicCheckpointer
 from ..engine.trainer import Trainer
 from ..evaluation.zero_shot import _clip_input, dense_zero_shot, pretrained_clip
 from ..modeling.hyperspherical.geodesic import geodesic_angle
+from .research_loop import last_figures
 
 _DEGREES = 180.0 / math.pi
 
@@ -51,18 +52,19 @@ def feature_drift(backbone, dataset_name: str, limit: int = 50) -> float:
 
 
 @torch.no_grad()
-def prototype_separation(model) -> Optional[dict]:
-    """HPA's prototypes: pairwise angles and drift from the pretrained text embeddings (degrees)."""
+def prototype_separation(model, class_names: Sequence[str]) -> Optional[dict]:
+    """HPA's prototypes of the training classes ``class_names``: pairwise angles and drift from
+    the pretrained text embeddings (degrees)."""
     hpa = getattr(model, "prototype_alignment", None)
     if hpa is None:
         return None
     prototypes = F.normalize(hpa.prototypes.float(), dim=-1)  # (C, D)
-    cos = (prototypes @ prototypes.T).clamp(-1, 1)
+    cos = prototypes @ prototypes.T
     off_diagonal = ~torch.eye(len(cos), dtype=torch.bool)
-    pairwise = torch.rad2deg(torch.acos(cos[off_diagonal]))  # plotting only: no gradient needed
+    pairwise = _DEGREES * geodesic_angle(prototypes[:, None], prototypes[None], dim=-1)[off_diagonal]
     reference = pretrained_clip(model.backbone)
     with reference.adapters_bypassed():
-        text = F.normalize(reference.encode_text(list(model.train_class_names)).mean(1).float(), dim=-1)
+        text = F.normalize(reference.encode_text(list(class_names)).mean(1).float(), dim=-1)
     moved = _DEGREES * geodesic_angle(prototypes, text.to(prototypes.device), dim=-1)
     return {"min_pairwise_deg": float(pairwise.min()), "mean_pairwise_deg": float(pairwise.mean()),
             "moved_from_text_deg": [float(v) for v in moved], "cosines": cos.tolist()}
@@ -86,37 +88,25 @@ def gate_statistics(model, dataset_name: str, limit: int = 50) -> Optional[dict]
 
 
 def sdr_curve(run_dir: str) -> List[list]:
-    """[(iteration, weight, dense angle°, text angle°)] logged by SDR in RUN/metrics.json."""
+    """[(iteration, weight, dense angle°, text angle°)] logged by SDR in RUN/metrics.json
+    (empty without SDR)."""
     path = os.path.join(run_dir, "metrics.json")
-    curve = []
-    if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
-                r = json.loads(line)
-                if "sdr/weight" in r:
-                    curve.append([r["iteration"], r["sdr/weight"], r.get("sdr/angle_dense_deg"),
-                                  r.get("sdr/angle_text_deg")])
-    return curve
+    return last_figures(path)["sdr_curve"] if os.path.isfile(path) else []
 
 
 def load_run(run_dir: str):
-    """The model of a run folder (its config.yaml and model_final.pth), in evaluation mode."""
+    """The model of a run folder (its config.yaml and model_final.pth), in evaluation mode, and
+    its training classes."""
     cfg = build_config(os.path.join(run_dir, "config.yaml"), ["MODEL.DEVICE", "cpu"])
     model = Trainer.build_model(cfg)
     AtomicCheckpointer(model).load(os.path.join(run_dir, "model_final.pth"))
-    model.train_class_names = list(_train_classes(cfg))
-    return model.eval()
-
-
-def _train_classes(cfg):
-    from detectron2.data import MetadataCatalog
-    return MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).stuff_classes
+    return model.eval(), list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).stuff_classes)
 
 
 def mechanism_figures(run_dir: str, output: Optional[str] = None) -> Dict[str, object]:
     """Measure the run (see the module docstring), write RUN/mechanisms.json and the PNG
     (``output``, default RUN/mechanisms.png); returns the numbers."""
-    model = load_run(run_dir)
+    model, train_classes = load_run(run_dir)
     backbone = model.backbone
     figures: Dict[str, object] = {
         "drift_unseen_deg": feature_drift(backbone, "synthetic_unseen_val"),
@@ -128,7 +118,7 @@ def mechanism_figures(run_dir: str, output: Optional[str] = None) -> Dict[str, o
         figures[f"clip_zero_shot_{label}"] = {"Syn-unseen mIoU": own["mIoU"],
                                               "Syn-gen mIoU(U)": gen["mIoU_unseen"],
                                               "Syn-gen held-out px -> seen %": gen["unseen_as_seen"]}
-    figures["hpa"] = prototype_separation(model)
+    figures["hpa"] = prototype_separation(model, train_classes)
     figures["afr"] = {name: gate_statistics(model, dataset)
                       for name, dataset in (("seen", "synthetic_seen_val"),
                                             ("unseen", "synthetic_unseen_val"))}

@@ -29,10 +29,12 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import yaml
 from scipy import stats
+
+from .ablations import read_training_speed
 
 # (dataset, metric) pairs of the tables, with their column titles.
 COLUMNS = (
@@ -82,14 +84,6 @@ def last_figures(metrics_path: str) -> Dict[str, float]:
     return figures
 
 
-def seconds_per_iteration(log_path: str) -> Optional[float]:
-    """detectron2's "Overall training speed ... (S s / it)" of a run's log.txt, or None."""
-    import re
-    with open(log_path) as f:
-        found = re.findall(r"Overall training speed: \d+ iterations in \S+ \(([0-9.]+) s / it\)", f.read())
-    return float(found[-1]) if found else None
-
-
 def run_one(repo: str, config: str, overrides: Sequence[str], seed: int, out: str,
             python: str = sys.executable) -> dict:
     """Train and score one (row, seed); returns and writes OUT/figures.json."""
@@ -107,7 +101,7 @@ def run_one(repo: str, config: str, overrides: Sequence[str], seed: int, out: st
         raise RuntimeError(f"training {out} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     figures = last_figures(os.path.join(out, "metrics.json"))
     figures["wall_seconds"] = round(time.perf_counter() - start, 1)
-    figures["seconds_per_iteration"] = seconds_per_iteration(os.path.join(out, "log.txt"))
+    figures["seconds_per_iteration"] = read_training_speed(out)
     with open(path + ".tmp", "w") as f:
         json.dump(figures, f, indent=1)
     os.replace(path + ".tmp", path)
@@ -141,8 +135,8 @@ def tabulate(runs: Dict[str, List[dict]], reference: str) -> str:
         cells = [_mean_std([float(r.get(f"{d}/sem_seg/{m}", float("nan"))) for r in seeds])
                  for d, m, _ in columns]
         speed = [r["seconds_per_iteration"] for r in seeds if r.get("seconds_per_iteration")]
-        lines.append(f"| {name} | {len(seeds)} | " + " | ".join(cells) +
-                     f" | {statistics.mean(speed):.3f} |" if speed else " | – |")
+        speed_cell = f"{statistics.mean(speed):.3f}" if speed else "–"
+        lines.append(f"| {name} | {len(seeds)} | " + " | ".join(cells) + f" | {speed_cell} |")
     lines += ["", f"Difference to `{reference}` (mean) and Welch's two-sided p:", "",
               "| row | " + " | ".join(t for _, _, t in columns) + " |",
               "|" + "---|" * (len(columns) + 1)]

@@ -22,7 +22,6 @@ for its share.
 :class:`GeneralizedSemSegEvaluator` adds these figures to :class:`SemSegEvaluator`'s for every
 dataset whose metadata has ``unseen_classes`` (the names of U).
 """
-import csv
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -31,7 +30,7 @@ import numpy as np
 from detectron2.data import MetadataCatalog
 
 from cat_seg.evaluation.metrics import compute_metrics
-from cat_seg.evaluation.sem_seg_evaluator import SemSegEvaluator, _fmt
+from cat_seg.evaluation.sem_seg_evaluator import SemSegEvaluator
 
 
 @dataclass(frozen=True)
@@ -111,17 +110,9 @@ class GeneralizedSemSegEvaluator(SemSegEvaluator):
                                   seen_as_unseen=g.seen_as_unseen)
         return results
 
-    def write_per_class_csv(self, path: str) -> None:
-        """``class,group,IoU,ACC,gt_pixels,pred_pixels`` rows (percent; empty cell for NaN)."""
-        if self.metrics is None:
-            raise RuntimeError("call evaluate() before write_per_class_csv()")
-        m = self.metrics
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["class", "group", "IoU", "ACC", "gt_pixels", "pred_pixels"])
-            for i, name in enumerate(self.class_names):
-                writer.writerow([name, "unseen" if self.unseen[i] else "seen", _fmt(m.iou[i]),
-                                 _fmt(m.acc[i]), int(m.gt_pixels[i]), int(m.pred_pixels[i])])
+    def class_groups(self):
+        """``seen`` / ``unseen`` per class: the per-class CSV's ``group`` column."""
+        return ["unseen" if held_out else "seen" for held_out in self.unseen]
 
 
 GENERALIZED_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "unseen_as_seen")

@@ -200,17 +200,25 @@ class SemSegEvaluator(DatasetEvaluator):
         )
         return OrderedDict({"sem_seg": res})
 
+    def class_groups(self) -> Optional[List[str]]:
+        """A group name per class for the CSV's ``group`` column, or None for no such column
+        (the generalized-protocol evaluator names seen and held-out classes)."""
+        return None
+
     def write_per_class_csv(self, path: str) -> None:
-        """Write ``class,IoU,ACC,gt_pixels,pred_pixels`` rows (percent; empty cell for NaN)."""
+        """Write ``class,[group,]IoU,ACC,gt_pixels,pred_pixels`` rows (percent; empty cell for
+        NaN); the ``group`` column appears when :meth:`class_groups` gives one."""
         if self.metrics is None:
             raise RuntimeError("call evaluate() before write_per_class_csv()")
         m = self.metrics
+        groups = self.class_groups()
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["class", "IoU", "ACC", "gt_pixels", "pred_pixels"])
+            writer.writerow(["class"] + (["group"] if groups else []) +
+                            ["IoU", "ACC", "gt_pixels", "pred_pixels"])
             for i, name in enumerate(self.class_names):
-                writer.writerow([
-                    name, _fmt(m.iou[i]), _fmt(m.acc[i]),
+                writer.writerow([name] + ([groups[i]] if groups else []) + [
+                    _fmt(m.iou[i]), _fmt(m.acc[i]),
                     int(m.gt_pixels[i]), int(m.pred_pixels[i]),
                 ])
 
