@@ -144,6 +144,191 @@ def test_examples_are_the_synthetic_validation_scenes(tmp_path):
         assert jpeg.shape == drawn.shape and np.abs(jpeg - drawn).mean() < 4
 
 
+# ---------------------------------------------------------------------------------- issue 28 (8)
+
+def test_an_unreadable_upload_is_reported_when_it_arrives(tmp_path):
+    """check_upload (the image's change handler) reads the upload at once: a text file, a text
+    file renamed .jpg and a truncated PNG each get their message before any Segment click; an
+    image gets its name and size."""
+    text = tmp_path / "notes.txt"
+    text.write_text("shopping list: eggs")
+    renamed = tmp_path / "holiday.jpg"
+    renamed.write_bytes(b"not a JPEG at all")
+    good = tmp_path / "scene.png"
+    Image.fromarray(np.full((40, 60, 3), 120, np.uint8)).save(good)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(good.read_bytes()[:60])  # header and part of the data
+    for path in (text, renamed, broken):
+        check = demo_web.check_upload(str(path), 512)
+        assert check.problem.startswith(f"{path.name} is not an image this demo can read")
+        assert "Upload a JPEG, PNG" in check.problem
+        status = demo_web.pending_status(check, HELD_OUT)
+        assert status.startswith(f"**Cannot segment this upload:** {path.name} is not an image")
+    bad = demo_web.check_upload(demo_web.BadUpload("x.png", "cannot identify image file"), 512)
+    assert "x.png is not an image" in bad.problem
+    check = demo_web.check_upload(str(good), 512)
+    assert check.problem is None and check.summary == "scene.png (60×40 px)"
+    assert demo_web.check_upload(None, 512) is None
+
+
+def test_changed_inputs_replace_the_previous_result_with_what_the_page_now_holds(tmp_path):
+    """pending_status: the status shown (with the result, legend and probability map cleared)
+    once the image or the class names change; never one of a segmentation's answers."""
+    good = tmp_path / "scene.png"
+    Image.fromarray(np.full((40, 60, 3), 120, np.uint8)).save(good)
+    check = demo_web.check_upload(str(good), 512)
+    assert demo_web.pending_status(check, "lava, ice") == \
+        "**Ready:** scene.png (60×40 px), 2 class names. Press **Segment**."
+    assert "1 class name." in demo_web.pending_status(check, "lava")
+    assert demo_web.pending_status(check, " , ") == (
+        "**To segment:** Type the class names to look for, comma-separated, then press "
+        "**Segment**.")
+    assert demo_web.pending_status(None, "lava").startswith("**To segment:** Upload an image")
+    assert demo_web.pending_status(None, "").startswith(
+        "**To segment:** Upload an image (or click one of the examples) and type the class names")
+    assert demo_web.pending_status(check, "lava, Lava").startswith(
+        "**Cannot segment these class names:** The vocabulary (class-name box) names a class "
+        "twice: 'Lava'")
+    both = demo_web.pending_status(demo_web.UploadCheck(problem="a.txt is not an image."), "a,,b")
+    assert both.count("**Cannot segment") == 2 and "Press **Segment**" not in both
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((600, 900, 3), np.uint8)).save(big)
+    assert "downscaled to 256×171" in demo_web.pending_status(
+        demo_web.check_upload(str(big), 256), "sky")
+    for status in (demo_web.pending_status(check, "lava"), demo_web.pending_status(None, "")):
+        assert not status.startswith(("**Segmented**", "**Cannot segment:**"))
+
+
+def test_page_handlers_clear_the_result_when_the_inputs_change(tmp_path):
+    """The page's wiring (no browser): a change of the image or of the class names answers
+    every output of Segment (result, legend, status, class choice, probability, state) and runs in
+    Segment's queue, so it cannot overtake a segmentation asked for before it."""
+    gr = pytest.importorskip("gradio")
+    slot = demo_web.ModelSlot(lambda: None)
+    info = demo_web.ModelInfo("cfg.yaml", "w.pth")
+    app = demo_web.build_app(slot, demo_web.write_examples(str(tmp_path)), model=info)
+    by_id = {block._id: block for block in app.blocks.values()}
+    elem = {getattr(b, "elem_id", None): b._id for b in app.blocks.values()}
+    handlers = {}
+    for fn in app.fns.values():
+        for block, event in fn.targets:
+            handlers[(getattr(by_id.get(block), "elem_id", None), event)] = fn
+    run = handlers[("segment", "click")]
+    run_outputs = [o._id for o in run.outputs]
+    assert [elem[e] for e in ("overlay", "areas", "status", "prob-class", "probability")] == \
+        run_outputs[:5]
+    for key in (("image", "change"), ("vocabulary", "change")):
+        fn = handlers[key]
+        assert [o._id for o in fn.outputs][:6] == run_outputs, key
+        assert fn.concurrency_id == run.concurrency_id == "page"
+    assert handlers[("opacity", "change")].concurrency_id == "page"
+    model, = [b for b in app.blocks.values() if isinstance(b, gr.Markdown) and b.elem_id == "model"]
+    assert model.value.startswith("**Model:** config `cfg.yaml`, weights `w.pth`.")
+
+
+def test_palette_colours_are_distinct_for_2_to_150_classes_and_many_more():
+    """Every class count from 2 to 150: no two colours alike, the smallest CIE76 ΔE*ab between
+    two of them at least the floor for that count (the former hue-stepped palette: 15 at 22
+    classes, 0.6 at 150); every colour saturated and mid-light, so it is neither the legend's
+    white, the outline's black nor a photo's grey. Class i keeps its colour whatever the count."""
+    from cat_seg.utils.visualization import min_color_distance, palette, srgb_to_lab
+
+    floors = ((6, 90), (16, 49), (22, 39), (50, 26), (100, 19), (150, 16))
+    full = palette(150)
+    distances = {}
+    for n in range(2, 151):
+        colors = palette(n)
+        assert colors.shape == (n, 3) and colors.dtype == np.uint8
+        np.testing.assert_array_equal(colors, full[:n])
+        assert len({tuple(c) for c in colors}) == n
+        distances[n] = min_color_distance(colors)
+        floor = next(f for count, f in floors if n <= count)
+        assert distances[n] >= floor, (n, distances[n])
+    lab = srgb_to_lab(full)
+    assert (lab[:, 0] >= 25).all() and (lab[:, 0] <= 90).all()
+    assert (np.hypot(lab[:, 1], lab[:, 2]) >= 25).all()
+    black_white = np.array([[0, 0, 0], [255, 255, 255]])
+    assert min_color_distance(black_white) == pytest.approx(100, abs=0.01)  # ΔE of L* 0 to 100
+    for n in (847, 10_000):  # A-847, and the demos' largest measured vocabulary
+        assert len({tuple(c) for c in palette(n)}) == n
+    assert min_color_distance(palette(847)) >= 7.5
+
+
+def test_overlay_outlines_each_region_in_its_legend_colour(tmp_path):
+    """labelled_overlay: at every opacity, 0 included, each region has an opaque outline in its
+    palette colour (so it can be told from the photo and matched to its swatch); unlabelled
+    pixels (-1, or the CLI's 255) show the photo unchanged; the fill is the blend."""
+    from cat_seg.utils.visualization import labelled_overlay, palette, region_outlines
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    label = np.full((30, 40), -1)
+    label[:, :20] = 0
+    label[5:25, 24:36] = 2
+    names = ["sky", "tree", "lava"]
+    colors = palette(3)
+    edge = region_outlines(label)
+    assert edge[:, 19:21].all() and not edge[10, 10] and not edge[0, 0]  # border: no boundary
+    assert region_outlines(label, 3)[:, 17:23].all() and not region_outlines(label, 3)[:, 16].any()
+    for alpha in (0.0, 0.5, 1.0):
+        picture = np.asarray(labelled_overlay(image, label, names, alpha))[:30]
+        for c in (0, 2):
+            outline = edge & (label == c)
+            assert outline.any() and (picture[outline] == colors[c]).all()
+            inside = (label == c) & ~edge
+            blend = ((1 - alpha) * image[inside].astype(np.float32) + alpha * colors[c])
+            np.testing.assert_array_equal(picture[inside], blend.clip(0, 255).astype(np.uint8))
+        np.testing.assert_array_equal(picture[label == -1], image[label == -1])
+    cli = np.where(label < 0, 255, label)  # the CLI's label map: 255 = unlabelled
+    np.testing.assert_array_equal(np.asarray(labelled_overlay(image, cli, names, 0.5)),
+                                  np.asarray(labelled_overlay(image, label, names, 0.5)))
+
+
+def test_the_page_names_the_model_and_what_it_knows(tmp_path, write_tiny_config):
+    """describe_model / model_markdown: config and weights by name; the quick-start model (the
+    synthetic world) lists the names it was trained on and those its CLIP saw in captions; a
+    COCO model lists its 171; an unreadable config still names the files."""
+    from cat_seg.data.synthetic import SEEN_CLASSES, UNSEEN_CLASSES
+
+    seen = ", ".join(c.name for c in SEEN_CLASSES)
+    quick = demo_web.describe_model(os.path.join(ROOT, "configs/synthetic/quickstart.yaml"),
+                                    os.path.join(ROOT, "output/quickstart/model_final.pth"))
+    assert quick.synthetic and quick.trained_names == tuple(c.name for c in SEEN_CLASSES)
+    assert quick.caption_names == tuple(c.name for c in UNSEEN_CLASSES)
+    text = demo_web.model_markdown(quick)
+    assert text.startswith("**Model:** config `configs/synthetic/quickstart.yaml`, weights "
+                           "`output/quickstart/model_final.pth`.")
+    assert (f"This model was trained on the synthetic world (`synthetic_seen_train`); it knows: "
+            f"{seen}.") in text
+    assert "from captions, never from a labelled pixel: lava, ice, gravel, carpet, balloon, kite." \
+        in text and "has never seen a photo" in text
+
+    tiny = demo_web.describe_model(write_tiny_config(tmp_path / "tiny.yaml"), "/elsewhere/m.pth")
+    text = demo_web.model_markdown(tiny)
+    assert "config `tiny.yaml`, weights `m.pth`" in text and f"it knows: {seen}." in text
+    assert "started from random weights" in text and "captions" not in text
+
+    selection = demo_web.describe_model(write_tiny_config(tmp_path / "sel.yaml"), "m.pth",
+                                        ["DATASETS.TRAIN", '("synthetic_selection_train",)',
+                                         "MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS", "clip.pt"])
+    assert "snow" not in selection.trained_names and len(selection.trained_names) == 13
+    assert selection.caption_names[:6] == tuple(c.name for c in UNSEEN_CLASSES)
+    assert set(selection.caption_names[6:]) == {"snow", "wood", "flower"}
+
+    coco = demo_web.model_markdown(demo_web.describe_model(
+        os.path.join(ROOT, "configs/vitb_384_catseg.yaml"),
+        "hf://spaces/hamacojr/CAT-Seg-weights/model_base.pth"))
+    assert "weights `model_base.pth`" in coco
+    assert "trained on `coco_2017_train_stuff_all_sem_seg`, 171 class names: person, bicycle" \
+        in coco and "(171 in all)" in coco and "synthetic world" not in coco
+    assert "Its CLIP (ViT-B/16, weights openai) was pretrained" in coco
+
+    missing = demo_web.model_markdown(demo_web.describe_model(str(tmp_path / "no.yaml"), "w.pth"))
+    assert missing.startswith("**Model:** config `no.yaml`, weights `w.pth`.")
+    assert "could not be read" in missing
+
+
+
 # ---------------------------------------------------------------------------------- the model
 
 @pytest.fixture(scope="module")
@@ -251,23 +436,38 @@ def status_of(page) -> str:
     return page.locator(STATUS).inner_text().strip()
 
 
+# Headings of the status once the inputs changed (web.pending_status): never a Segment answer.
+PENDING = ("Ready:", "To segment:", "Cannot segment this upload:",
+           "Cannot segment these class names:")
+
+
+def wait_for_status(page, text, timeout_s=60) -> str:
+    """Wait until the status contains ``text`` (no click); returns it."""
+    page.wait_for_function(
+        "t => { const m = document.querySelector('#status [data-testid=markdown]');"
+        " return m && m.innerText.includes(t); }", arg=text, timeout=timeout_s * 1000)
+    return status_of(page)
+
+
 def segment_in_page(page, timeout_s=120) -> str:
     """Click Segment (again while the model is still loading); returns the new status text.
 
     Every answer of this test differs from the one before it (the loading message counts
-    seconds), so "the text changed and the progress tracker is gone" means "answered".
+    seconds), so "the text changed, is no status of changed inputs (PENDING) and the progress
+    tracker is gone" means "answered".
     """
     deadline = time.monotonic() + timeout_s
     while True:
         before = status_of(page)
         page.locator("#segment").click()
         page.wait_for_function(
-            """prev => {
+            """([prev, pending]) => {
                 const tracker = document.querySelector('#status [data-testid=status-tracker]');
                 const text = document.querySelector('#status [data-testid=markdown]');
-                return text && text.innerText.trim() !== prev
+                const now = text && text.innerText.trim();
+                return now && now !== prev && !pending.some(p => now.startsWith(p))
                     && (!tracker || tracker.classList.contains('hide'));
-            }""", arg=before, timeout=timeout_s * 1000)
+            }""", arg=[before, list(PENDING)], timeout=timeout_s * 1000)
         status = status_of(page)
         if "still loading" not in status or time.monotonic() > deadline:
             return status
@@ -316,6 +516,12 @@ def test_browser_upload_type_segment(tiny_model, server, tmp_path):
             page.goto(server, wait_until="domcontentloaded")
             page.wait_for_selector("#segment", timeout=60_000)
 
+            # The page names the model and the names it was trained on (issue 28 (8)).
+            model = page.locator("#model").inner_text()
+            assert "config tiny.yaml, weights model.pth" in model, model
+            assert "trained on the synthetic world (synthetic_seen_train); it knows: sky, grass" \
+                in model and "random weights" in model
+
             # An example fills the image and the vocabulary.
             page.get_by_text("unseen_val #3").click()
             page.wait_for_function("() => document.querySelector('#vocabulary textarea').value"
@@ -324,6 +530,7 @@ def test_browser_upload_type_segment(tiny_model, server, tmp_path):
             # Upload the example file, a duplicate class name first: a message, no picture.
             page.locator("#image input[type=file]").set_input_files(example)
             page.locator("#vocabulary textarea").fill("lava, ice, Lava")
+            wait_for_status(page, "Cannot segment these class names:")  # before any click
             assert "names a class twice: 'Lava'" in segment_in_page(page)
             assert page.locator("#overlay img").count() == 0
 
@@ -364,11 +571,29 @@ def test_browser_upload_type_segment(tiny_model, server, tmp_path):
             os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
             page.screenshot(path=SCREENSHOT, full_page=True)
 
-            # A file that is not an image, then a huge one: messages on the page.
+            # Other class names: the result, its legend and status go at once (no click).
+            page.locator("#vocabulary textarea").fill("lava, ice")
+            status = wait_for_status(page, "Ready:")
+            assert "2 class names. Press Segment." in status and "Segmented" not in status
+            page.wait_for_function("() => !document.querySelector('#overlay img')"
+                                   " && !document.querySelector('#areas tr[data-class]')"
+                                   " && !document.querySelector('#probability img')",
+                                   timeout=30_000)
+            page.locator("#vocabulary textarea").fill(HELD_OUT)
+            assert segment_in_page(page).startswith("Segmented into 6 class names")
+
+            # A file that is not an image, a truncated PNG, then a huge one: messages on the page,
+            # the first two as soon as they are uploaded.
             fake = tmp_path / "holiday.jpg"
             fake.write_bytes(b"not a JPEG at all")
             page.locator("#image input[type=file]").set_input_files(str(fake))
+            wait_for_status(page, "Cannot segment this upload: holiday.jpg is not an image")
+            assert page.locator("#overlay img").count() == 0  # the last result went with it
             assert "holiday.jpg is not an image" in segment_in_page(page)
+            truncated = tmp_path / "truncated.png"
+            truncated.write_bytes(open(example, "rb").read()[:200])
+            page.locator("#image input[type=file]").set_input_files(str(truncated))
+            wait_for_status(page, "Cannot segment this upload: truncated.png is not an image")
             big = tmp_path / "big.png"
             Image.fromarray(np.tile(image, (3, 3, 1))).save(big)
             page.locator("#image input[type=file]").set_input_files(str(big))

@@ -4,8 +4,12 @@ Inference is :class:`cat_seg.predictor.Segmenter`'s, built as tools/demo.py buil
 vocabulary checks, config, weight loading) and shared by every request without a lock: the
 vocabulary belongs to each call. The overlay is tools/demo.py's (``labelled_overlay``); only the
 image comes from memory. Bad input (no or a duplicate class name, a file that is not an image, a
-model still loading) gives a message on the page; an image larger than ``max_side`` is downscaled
-with a note. gradio (an optional extra, requirements-demo.txt) is imported only by
+model still loading) gives a message on the page, an unreadable upload as soon as it is uploaded
+(:func:`check_upload`); an image larger than ``max_side`` is downscaled with a note. Changing the
+image or the class names clears the previous result and says what the page now holds
+(:func:`pending_status`), so no result, legend or message shows as current for inputs it was not
+made from. The page names the model (config and weights) and what it was trained on
+(:func:`describe_model`). gradio (an optional extra, requirements-demo.txt) is imported only by
 :func:`build_app` and :func:`import_gradio`.
 """
 import html
@@ -96,12 +100,149 @@ class ModelSlot:
         return self._value
 
 
+@dataclass(frozen=True)
+class ModelBuilder:
+    """Builds the Segmenter of ``config_file`` + ``weights`` when called; the page reads what it
+    loads from its fields (:func:`describe_model`)."""
+    config_file: str
+    weights: str
+    device: Optional[str] = None
+    opts: Tuple[str, ...] = ()
+
+    def __call__(self) -> Segmenter:
+        return Segmenter.from_config(self.config_file, self.weights, device=self.device,
+                                     opts=list(self.opts))
+
+
 def model_builder(config_file: str, weights: str, device: Optional[str] = None,
-                  opts: Sequence[str] = ()) -> Callable[[], Segmenter]:
+                  opts: Sequence[str] = ()) -> ModelBuilder:
     """The loader of tools/demo.py (config with the test protocol, model, strict weights)."""
-    def build() -> Segmenter:
-        return Segmenter.from_config(config_file, weights, device=device, opts=opts)
-    return build
+    return ModelBuilder(config_file, weights, device, tuple(opts))
+
+
+@dataclass
+class ModelInfo:
+    """What the page says about the model it serves (:func:`model_markdown`).
+
+    config_file, weights: as given (shown relative to the repository when inside it, else by
+    file name); training_sets: DATASETS.TRAIN; trained_names: their class names (the names the
+    segmentation training saw); synthetic: every training set is the built-in synthetic world;
+    caption_names: the world's other class names, which its miniature CLIP saw only in captions
+    (when it was pretrained, pretrained/README.md); clip: the CLIP's architecture and initial
+    weights; problem: why the config could not be read (then only the file names are known).
+    """
+    config_file: str
+    weights: str
+    training_sets: Tuple[str, ...] = ()
+    trained_names: Tuple[str, ...] = ()
+    synthetic: bool = False
+    caption_names: Tuple[str, ...] = ()
+    clip: Tuple[str, str] = ("", "")
+    problem: Optional[str] = None
+
+
+def describe_model(config_file: str, weights: str, opts: Sequence[str] = ()) -> ModelInfo:
+    """Read ``config_file`` (with ``opts``) for what the page says about the model: its training
+    sets and their class names, the synthetic world's, its CLIP. Never raises: a config that
+    cannot be read gives a :class:`ModelInfo` with ``problem`` set (loading the model reports it
+    in full)."""
+    info = ModelInfo(config_file, weights)
+    try:
+        from detectron2.data import MetadataCatalog
+
+        from .. import build_config
+        from ..data.synthetic import ALL_CLASSES, UNSEEN_CLASSES
+        from ..data.synthetic.register import SYNTHETIC_DATASETS
+
+        cfg = build_config(config_file, list(opts), needs_data=False)
+        try:
+            from ..data import register_config_folder_datasets
+
+            register_config_folder_datasets(cfg)
+        except Exception:  # noqa: BLE001  (a folder dataset's names are then "not known")
+            log.debug("folder datasets of %s not registered", config_file, exc_info=True)
+        head = cfg.MODEL.SEM_SEG_HEAD
+        info.clip = (str(head.CLIP_PRETRAINED), str(head.CLIP_WEIGHTS))
+        info.training_sets = tuple(cfg.DATASETS.TRAIN)
+        names: List[str] = []
+        for dataset in info.training_sets:
+            if dataset in SYNTHETIC_DATASETS:
+                classes = [c.name for c in SYNTHETIC_DATASETS[dataset][1]]
+            elif dataset in MetadataCatalog.list():
+                classes = list(MetadataCatalog.get(dataset).get("stuff_classes", None) or [])
+            else:
+                classes = []
+            names += [c for c in classes if c not in names]
+        info.trained_names = tuple(names)
+        info.synthetic = bool(info.training_sets) and all(
+            d in SYNTHETIC_DATASETS for d in info.training_sets)
+        if info.synthetic and info.clip[0] == "AHS-Tiny/16" and info.clip[1] != "random":
+            # The held-out classes first (the examples show them), then the rest of the world.
+            world = [c.name for c in UNSEEN_CLASSES + ALL_CLASSES]
+            info.caption_names = tuple(dict.fromkeys(n for n in world if n not in names))
+    except Exception as error:  # noqa: BLE001  (the page still names the files)
+        info.problem = f"{type(error).__name__}: {error}"
+    return info
+
+
+def _shown_path(path: str) -> str:
+    """``path`` relative to the repository when inside it, else its file name (a URL or hf://
+    name: its last part)."""
+    from ..utils.paths import repository_root
+
+    if "://" not in path:
+        root, absolute = os.path.abspath(repository_root()), os.path.abspath(path)
+        try:
+            if os.path.commonpath([root, absolute]) == root:
+                return os.path.relpath(absolute, root)
+        except ValueError:  # another drive (Windows)
+            pass
+    return os.path.basename(path.rstrip("/")) or path
+
+
+def _name_list(names: Sequence[str], shown: int = 40) -> str:
+    text = ", ".join(html.escape(n, quote=False) for n in names[:shown])
+    return text + (f", … ({len(names)} in all)" if len(names) > shown else "")
+
+
+def model_markdown(info: ModelInfo) -> str:
+    """The page's paragraph on the model: its files, what it was trained on and which names it
+    knows."""
+    lines = [f"**Model:** config `{_shown_path(info.config_file)}`, weights "
+             f"`{_shown_path(info.weights)}`."]
+    if info.problem:
+        lines.append(f"(Its config could not be read: {html.escape(info.problem, quote=False)}.)")
+        return "\n\n".join(lines)
+    sets = ", ".join(f"`{d}`" for d in info.training_sets) or "no dataset named in its config"
+    architecture, clip_weights = info.clip
+    if info.synthetic:
+        text = (f"This model was trained on the synthetic world ({sets}); it knows: "
+                f"{_name_list(info.trained_names)}.")
+        if info.caption_names:
+            text += (" Its miniature CLIP also learned these names from captions, never from a "
+                     f"labelled pixel: {_name_list(info.caption_names)}. It knows no other word "
+                     "and has never seen a photo: other names, and real photos, get guesses.")
+        elif architecture == "AHS-Tiny/16":
+            text += (" Its miniature CLIP started from random weights (CLIP_WEIGHTS random): "
+                     "other names are guesses.")
+        lines.append(text)
+    elif info.trained_names:
+        lines.append(f"This model was trained on {sets}, {len(info.trained_names)} class names: "
+                     f"{_name_list(info.trained_names)}.")
+    else:
+        lines.append(f"This model was trained on {sets} (its class names are not known here).")
+    if not info.synthetic and architecture == "AHS-Tiny/16":
+        lines.append("Its miniature CLIP (AHS-Tiny/16) knows at most the synthetic world's class "
+                     "names: other names are guesses.")
+    elif not info.synthetic and architecture and clip_weights != "random":
+        from ..utils.paths import resolve_repo_path
+
+        if os.path.isfile(resolve_repo_path(clip_weights)):  # else an open_clip tag ("openai")
+            clip_weights = _shown_path(resolve_repo_path(clip_weights))
+        lines.append(f"Its CLIP ({html.escape(architecture, quote=False)}, weights "
+                     f"{html.escape(clip_weights, quote=False)}) was pretrained on image–caption "
+                     "pairs: other names work too, less reliably than the trained ones.")
+    return "\n\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -148,6 +289,54 @@ def read_upload(upload, max_side: int) -> Tuple[np.ndarray, Optional[str]]:
                   "photo viewers show it).")
         note = turned if note is None else f"{turned} {note}"
     return image, note
+
+
+@dataclass
+class UploadCheck:
+    """The current upload as checked when it arrived: ``problem`` (why it cannot be segmented, the
+    page's message) or ``summary`` (its name and size, and any note)."""
+    problem: Optional[str] = None
+    summary: str = ""
+
+
+def check_upload(upload, max_side: int) -> Optional[UploadCheck]:
+    """Read the upload as segmenting will (:func:`read_upload`) the moment it arrives, so a file
+    that is not an image is reported at once; None when there is no upload."""
+    if upload is None:
+        return None
+    try:
+        image, note = read_upload(upload, max_side)
+    except InputError as error:
+        return UploadCheck(problem=str(error))
+    height, width = image.shape[:2]
+    summary = f"{os.path.basename(str(upload))} ({width}×{height} px)"
+    return UploadCheck(summary=f"{summary}. {note}" if note else summary)
+
+
+def pending_status(check: Optional[UploadCheck], vocabulary: Optional[str]) -> str:
+    """The status once the image or the class names changed (the previous result cleared): what
+    is wrong with them, what is missing, or that they are ready to segment. Its headings are
+    none of a segmentation's answers (:func:`status_text`, "Cannot segment:"), which it replaces."""
+    problems, missing, names = [], [], []
+    if check is None:
+        missing.append("upload an image (or click one of the examples)")
+    elif check.problem:
+        problems.append(f"**Cannot segment this upload:** {check.problem}")
+    if not vocabulary or not vocabulary.replace(",", " ").strip():
+        missing.append("type the class names to look for, comma-separated")
+    else:
+        try:
+            names = parse_page_vocabulary(vocabulary)
+        except InputError as error:
+            problems.append(f"**Cannot segment these class names:** {error}")
+    lines = problems
+    if missing:
+        todo = " and ".join(missing)
+        lines.append(f"**To segment:** {todo[:1].upper()}{todo[1:]}, then press **Segment**.")
+    elif not problems:
+        lines.append(f"**Ready:** {check.summary}, {len(names)} class "
+                     f"name{'s' if len(names) != 1 else ''}. Press **Segment**.")
+    return "\n\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------- segmenting
@@ -298,31 +487,45 @@ def write_examples(folder: str) -> List[List[str]]:
 
 
 def build_app(slot: ModelSlot, examples: List[List[str]], max_side: int = DEFAULT_MAX_SIDE,
-              min_score: float = DEFAULT_MIN_SCORE):
-    """The gradio Blocks page; every handler answers with a status message, never raises."""
+              min_score: float = DEFAULT_MIN_SCORE, model: Optional[ModelInfo] = None):
+    """The gradio Blocks page; every handler answers with a status message, never raises.
+
+    ``model``: what the page says about the model (:func:`describe_model`; None: nothing).
+    Every handler runs in one queue (concurrency group "page", first come first served), so a
+    change of the inputs is handled after a segmentation asked for before it, never before.
+    """
     import gradio as gr
 
     CheckedImage = _checked_image_class(gr)
 
-    def failure(message):
-        """Outputs of :func:`run` that clear the pictures and show ``message``."""
+    def cleared(status):
+        """Outputs of :func:`run` without a result, showing ``status``."""
         no_choice = gr.update(choices=[], value=None)
-        return None, "", f"**Cannot segment:** {message}", no_choice, None, None
+        return None, "", status, no_choice, None, None
 
     def run(upload, vocabulary, alpha):
         """-> overlay, area table, status, class choice, probability map, session state."""
         try:
             seg = segment(slot, upload, vocabulary, max_side, min_score)
         except (InputError, ModelNotReady) as error:
-            return failure(error)
+            return cleared(f"**Cannot segment:** {error}")
         except Exception as error:  # noqa: BLE001  (keep the page alive, log the details)
             log.error("segmentation failed:\n%s", traceback.format_exc())
-            return failure(f"Segmentation failed: {type(error).__name__}: {error}")
+            return cleared(f"**Cannot segment:** Segmentation failed: {type(error).__name__}: "
+                           f"{error}")
         choices = [seg.short_name(i) for i in range(len(seg.class_names))]
         # The largest class present; with none present, the first name.
         chosen = seg.short_name(max(seg.fractions, key=seg.fractions.get, default=0))
         return (overlay_picture(seg, alpha), area_table(seg), status_text(seg),
                 gr.update(choices=choices, value=chosen), probability_picture(seg, chosen), seg)
+
+    def image_changed(upload, vocabulary):
+        """A new (or removed) image: checked now; the previous result goes."""
+        check = check_upload(upload, max_side)
+        return cleared(pending_status(check, vocabulary)) + (check,)
+
+    def vocabulary_changed(vocabulary, check):
+        return cleared(pending_status(check, vocabulary))
 
     def restyle(alpha, seg):
         return overlay_picture(seg, alpha) if seg is not None else None
@@ -334,8 +537,12 @@ def build_app(slot: ModelSlot, examples: List[List[str]], max_side: int = DEFAUL
         gr.Markdown("## AHS-Seg: open-vocabulary segmentation\nUpload an image, type the class "
                     "names to look for (comma-separated), press **Segment**. Each name gets its "
                     f"own score (0-1); a pixel takes the best name only where that score is at "
-                    f"least {min_score:g}, elsewhere *none of these* (uncoloured).")
+                    f"least {min_score:g}, elsewhere *none of these* (the photo, uncoloured). "
+                    "Each class is tinted in its legend colour inside an outline of that colour.")
+        if model is not None:
+            gr.Markdown(model_markdown(model), elem_id="model")
         state = gr.State(None)
+        upload_check = gr.State(None)
         with gr.Row():
             with gr.Column():
                 image = CheckedImage(type="filepath", image_mode=None, sources=["upload"],
@@ -360,10 +567,15 @@ def build_app(slot: ModelSlot, examples: List[List[str]], max_side: int = DEFAUL
                 probability = gr.Image(label="Probability (dark 0 → yellow 1)", format="png",
                                        interactive=False, elem_id="probability")
         outputs = [overlay, areas, status, chosen, probability, state]
-        button.click(run, [image, vocabulary, alpha], outputs)
-        vocabulary.submit(run, [image, vocabulary, alpha], outputs)
-        alpha.change(restyle, [alpha, state], overlay)  # "always_last": no backlog while dragging
-        chosen.input(show_probability, [chosen, state], probability)
+        page = dict(concurrency_id="page")
+        quiet = dict(page, show_progress="hidden", trigger_mode="always_last")
+        button.click(run, [image, vocabulary, alpha], outputs, **page)
+        vocabulary.submit(run, [image, vocabulary, alpha], outputs, **page)
+        image.change(image_changed, [image, vocabulary], outputs + [upload_check], **quiet)
+        vocabulary.change(vocabulary_changed, [vocabulary, upload_check], outputs, **quiet)
+        # The opacity redraws the current result (kept scores): it stays current.
+        alpha.change(restyle, [alpha, state], overlay, **quiet)
+        chosen.input(show_probability, [chosen, state], probability, **page)
     return app
 
 
@@ -380,11 +592,15 @@ def serve(build: Callable[[], Segmenter], examples_dir: str, *,
           host: str = "127.0.0.1", port: int = 7860, max_side: int = DEFAULT_MAX_SIDE,
           min_score: float = DEFAULT_MIN_SCORE) -> None:
     """Start loading the model of ``build`` (:func:`model_builder`) in the background, draw the
-    examples into ``examples_dir`` and serve the page on ``host:port`` until interrupted."""
+    examples into ``examples_dir`` and serve the page on ``host:port`` until interrupted; the page
+    names the model of a :class:`ModelBuilder` (:func:`describe_model`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a closed lab
     gr = import_gradio()
     slot = ModelSlot(build).start()
-    app = build_app(slot, write_examples(examples_dir), max_side=max_side, min_score=min_score)
+    model = (describe_model(build.config_file, build.weights, build.opts)
+             if isinstance(build, ModelBuilder) else None)
+    app = build_app(slot, write_examples(examples_dir), max_side=max_side, min_score=min_score,
+                    model=model)
     log.info("model loading in the background; page at http://%s:%d", host, port)
     # System fonts: the default theme would fetch Google fonts, which a closed network refuses.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
