@@ -50,8 +50,10 @@ def test_eval_ahs_on_all_six_miniature_benchmarks(tmp_path, tiny_weights,
         assert 0.0 <= results[name]["sem_seg"]["mIoU"] <= 100.0
         speed = results[name]["throughput"]  # every image of the benchmark, timed
         assert speed["images"] == 1 and speed["seconds"] > 0 and speed["images_per_s"] > 0
-        assert f"[eval] {name}: 1 images in" in result.stderr
+        # The speed is a result (logged at INFO: stdout); the progress bar stays on stderr.
+        assert f"[eval] {name}: 1 images in" in result.stdout
     assert "[eval] A-847: 100%" in result.stderr  # the progress bar reached the end
+    assert "| mIoU |" in result.stdout  # the table
     table = (out / "results.md").read_text()
     assert "Evaluation speed (images/s" in table and "A-847 " in table
     assert "| metric | A-847 | PC-459 | A-150 | PC-59 | PAS-20 | PAS-20b | mean |" in table
@@ -85,6 +87,8 @@ def test_eval_ahs_stops_on_a_missing_benchmark(tmp_path, tiny_weights, write_pre
     result, out = _eval(tmp_path, tiny_weights, data, BENCHMARKS="PAS-20,A-150", SKIP_MISSING="1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(json.loads((out / "results.json").read_text())) == ["PAS-20"]
+    assert "WARNING: [eval] MISSING A-150" in result.stderr  # a warning, on stderr
+    assert "[eval] skipped (missing): A-150" in result.stdout  # the table's footnote, on stdout
     assert (out / "config.yaml").read_text() == training_config
     eval_config = make_cfg(out / "config_eval.yaml")
     assert eval_config.TEST.SLIDING_WINDOW and list(eval_config.MODEL.SEM_SEG_HEAD.POOLING_SIZES) == [1, 1]

@@ -2,6 +2,7 @@
 on broken copies, the label offset, and a tiny folder dataset trained and evaluated through the
 command line only."""
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from cat_seg.data.folder_dataset import (FolderDatasetError, check_folder_datase
                                          folder_benchmark_datasets,
                                          read_folder_dataset_description, register_folder_dataset)
 from cat_seg.data.label_io import apply_label_offset, read_record_label
+from helpers.logs import cat_seg_logs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["sky", "grass", "road"]
@@ -204,12 +206,13 @@ def test_loading_names_the_unpaired_files(tmp_path):
 
 # ------------------------------------------------------------------------------ the check
 
-def test_check_passes_a_good_dataset(dataset, capsys):
+def test_check_passes_a_good_dataset(dataset, caplog):
     report = check_folder_dataset(str(dataset))
     assert report.ok and not report.problems, report.format()
     assert "toy_train (benchmark toy_train): 3 image/label pairs, 3 classes" in report.format()
-    assert check_data_main([str(dataset)]) == 0
-    assert "OK: ready for training" in capsys.readouterr().out
+    with cat_seg_logs(caplog):  # the report is logged (an entry point shows it on stdout)
+        assert check_data_main([str(dataset)]) == 0
+    assert "OK: ready for training" in caplog.text
 
 
 def test_check_size_mismatch_names_the_label(dataset):
@@ -275,16 +278,20 @@ def test_check_missing_label_and_missing_image_are_named(dataset):
     assert any(p.startswith(f"label {label} has no image") for p in problems)
 
 
-def test_check_lists_every_problem_capped_and_exits_non_zero(tmp_path, capsys):
+def test_check_lists_every_problem_capped_and_exits_non_zero(tmp_path, caplog):
     description = write_folder_dataset(tmp_path / "data", num_train=8)
     for label in (tmp_path / "data" / "labels" / "train").iterdir():
         label.write_bytes(b"broken")
     assert len(_problems(description)) == 8
-    assert check_data_main([str(description), "--max-problems", "3"]) == 1
-    out = capsys.readouterr()
-    assert out.out.count("PROBLEM: unreadable label") == 3
-    assert "... and 5 more problems" in out.out and "FAILED: 8 problem(s)" in out.out
-    assert "1 of 1 dataset description(s) have problems" in out.err
+    with cat_seg_logs(caplog):
+        assert check_data_main([str(description), "--max-problems", "3"]) == 1
+    # The report at INFO (stdout from the command line), the count of failures as an error
+    # (stderr). A set: caplog may hear a record twice (the root's handler and cat_seg's).
+    (report,) = {r.getMessage() for r in caplog.records if r.levelno == logging.INFO}
+    assert report.count("PROBLEM: unreadable label") == 3
+    assert "... and 5 more problems" in report and "FAILED: 8 problem(s)" in report
+    assert {(r.levelno, r.getMessage()) for r in caplog.records if r.levelno > logging.INFO} == \
+        {(logging.ERROR, "[check-data] 1 of 1 dataset description(s) have problems")}
 
 
 # ------------------------------------------------------------------------------ command line only
@@ -310,6 +317,8 @@ def test_folder_dataset_checked_trained_and_evaluated_from_the_command_line(
     result = _run([sys.executable, "tools/check_data.py", str(broken / "toy.yaml")])
     assert result.returncode == 1
     assert f"unreadable label {broken / 'labels' / 'val' / 'val_1.png'}" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == \
+        "[check-data] 1 of 1 dataset description(s) have problems"
     result = _run([sys.executable, "tools/check_data.py", str(description)])
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
 

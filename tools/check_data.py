@@ -10,6 +10,8 @@ The work is cat_seg.cli.check_data's (docs/custom_datasets.md).
 import sys
 
 from cat_seg.cli.check_data import main
+from cat_seg.utils.console import prepare_entry_point
 
 if __name__ == "__main__":
+    prepare_entry_point(allocator=False)  # the report on stdout, the failure count on stderr
     sys.exit(main())

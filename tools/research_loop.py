@@ -14,6 +14,7 @@ import sys
 import time
 
 from cat_seg.analysis.research_loop import run_plan
+from cat_seg.utils.console import prepare_entry_point
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,4 +37,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    prepare_entry_point(allocator=False)  # the runs it starts are entry points of their own
     main()

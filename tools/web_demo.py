@@ -89,6 +89,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a closed lab
     # Checked before the slow imports and the server, so a missing piece is reported at once.
     if not os.path.isfile(args.config_file):
         raise FileNotFoundError(f"config file {args.config_file} does not exist (configs/ lists "

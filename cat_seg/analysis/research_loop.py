@@ -23,6 +23,7 @@ two-sided p. With three seeds per row it only resolves differences of about two 
 deviations; the table says "within noise" for p ≥ 0.05.
 """
 import json
+import logging
 import math
 import os
 import statistics
@@ -35,6 +36,8 @@ import yaml
 from scipy import stats
 
 from .ablations import read_training_speed
+
+logger = logging.getLogger(__name__)
 
 # (dataset, metric) pairs of the tables, with their column titles.
 COLUMNS = (
@@ -94,7 +97,7 @@ def run_one(repo: str, config: str, overrides: Sequence[str], seed: int, out: st
     command = [python, os.path.join(repo, "train_net.py"), "--config-file", config,
                "SEED", str(seed), "OUTPUT_DIR", out, *map(str, overrides)]
     start = time.perf_counter()
-    print("+ " + " ".join(command), flush=True)
+    logger.info("+ " + " ".join(command))
     done = subprocess.run(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
     if done.returncode:

@@ -11,11 +11,14 @@ label values that are neither a class (after the label offset) nor the ignore va
 0 when every dataset is ready, 1 when any has a problem.
 """
 import argparse
+import logging
 import os
 import sys
 from typing import List, Optional
 
 from ..data.folder_dataset import check_folder_dataset, config_folder_dataset_paths
+
+logger = logging.getLogger(__name__)
 
 
 def _config_descriptions(config_file: str) -> List[str]:
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Check the descriptions of ``argv``; print a report per file; return the exit status."""
+    """Check the descriptions of ``argv``; log a report per file (INFO; the count of failed
+    files as an ERROR); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     paths = list(args.descriptions)
@@ -59,11 +63,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     failed = 0
     for path in paths:
         report = check_folder_dataset(path, workers=args.workers)
-        print(report.format(max_problems=args.max_problems))
+        logger.info(report.format(max_problems=args.max_problems))
         failed += not report.ok
     if failed:
-        print(f"[check-data] {failed} of {len(paths)} dataset description(s) have problems",
-              file=sys.stderr)
+        logger.error(f"[check-data] {failed} of {len(paths)} dataset description(s) have problems")
         return 1
     return 0
 

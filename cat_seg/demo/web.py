@@ -593,8 +593,9 @@ def serve(build: Callable[[], Segmenter], examples_dir: str, *,
           min_score: float = DEFAULT_MIN_SCORE) -> None:
     """Start loading the model of ``build`` (:func:`model_builder`) in the background, draw the
     examples into ``examples_dir`` and serve the page on ``host:port`` until interrupted; the page
-    names the model of a :class:`ModelBuilder` (:func:`describe_model`)."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a closed lab
+    names the model of a :class:`ModelBuilder` (:func:`describe_model`).
+    Gradio's usage analytics are the process's choice (``GRADIO_ANALYTICS_ENABLED``, which
+    tools/web_demo.py sets to False before gradio is imported)."""
     gr = import_gradio()
     slot = ModelSlot(build).start()
     model = (describe_model(build.config_file, build.weights, build.opts)

@@ -19,8 +19,8 @@ written under a temporary name and renamed.
 """
 import argparse
 import json
+import logging
 import os
-import sys
 import time
 from typing import Optional
 
@@ -49,6 +49,8 @@ from .trainer import DatasetInputError, Trainer, one_line
 __all__ = ["TEST_PROTOCOL", "ProgressLoader", "VisualizationWriter", "check_before_evaluation",
            "check_benchmarks", "evaluate_benchmarks", "launch_evaluation", "throughput",
            "write_per_class_table", "write_progress", "write_reports", "write_vis_index"]
+
+logger = logging.getLogger(__name__)
 
 # The references' test protocol: sliding window, no pooling before class aggregation.
 TEST_PROTOCOL = ["TEST.SLIDING_WINDOW", "True", "MODEL.SEM_SEG_HEAD.POOLING_SIZES", "[1, 1]"]
@@ -247,7 +249,7 @@ def evaluate_benchmarks(args):
     names = args.benchmarks.split(",") if args.benchmarks else list(cfg.TEST.BENCHMARKS)
     available, missing = check_benchmarks(names)
     for name, reason in missing.items():
-        print(f"[eval] MISSING {name}: {reason}", file=sys.stderr)
+        logger.warning(f"[eval] MISSING {name}: {reason}")
     if missing and not args.skip_missing:
         raise SystemExit(f"[eval] {len(missing)} benchmark(s) missing (see above); prepare them "
                          "or pass --skip-missing (SKIP_MISSING=1 for eval_ahs.sh)")
@@ -270,9 +272,9 @@ def evaluate_benchmarks(args):
     weights = weights_record(cfg.MODEL.WEIGHTS, checkpointer)
     weights.update(size=record.weights["size"], sha256=record.weights["sha256"])
     if checkpointer.ignored_keys:
-        print(f"[eval] MODEL.ALLOW_UNEXPECTED_WEIGHTS: {weights['ignored_keys']} weights of "
-              f"{cfg.MODEL.WEIGHTS} ignored ({', '.join(weights['ignored_modules'])}); "
-              "results.json records it", file=sys.stderr)
+        logger.warning(f"[eval] MODEL.ALLOW_UNEXPECTED_WEIGHTS: {weights['ignored_keys']} weights "
+                       f"of {cfg.MODEL.WEIGHTS} ignored ({', '.join(weights['ignored_modules'])}); "
+                       "results.json records it")
     model.eval()
     results, tables, pictures = {}, {}, {}
     vis_dir = os.path.join(args.output, "vis")
@@ -292,8 +294,8 @@ def evaluate_benchmarks(args):
         if results[name] is not None:
             results[name]["weights"] = weights
             results[name]["throughput"] = speed
-            print(f"[eval] {name}: {speed['images']} images in {speed['seconds']:.1f} s "
-                  f"({speed['images_per_s']:.2f} images/s)", file=sys.stderr)
+            logger.info(f"[eval] {name}: {speed['images']} images in {speed['seconds']:.1f} s "
+                        f"({speed['images_per_s']:.2f} images/s)")
         if cfg.TEST.FROZEN_CLIP_REFERENCE and main:
             results[name]["frozen_clip"] = dense_zero_shot(model.backbone, dataset)
         if main:
@@ -316,9 +318,9 @@ def evaluate_benchmarks(args):
         table = write_reports(results, args.output, record, protocol_in_words(cfg))
         os.remove(os.path.join(args.output, "results.partial.json"))
         write_status(args.output, record, "complete", done=done)
-        print(table)
+        logger.info(table)
         if missing:
-            print(f"[eval] skipped (missing): {', '.join(missing)}")
+            logger.info(f"[eval] skipped (missing): {', '.join(missing)}")
     return results
 
 
@@ -337,7 +339,7 @@ def check_before_evaluation(args) -> None:
         names = args.benchmarks.split(",") if args.benchmarks else list(cfg.TEST.BENCHMARKS)
         _, missing = check_benchmarks(names)
         for name, reason in missing.items():
-            print(f"[eval] MISSING {name}: {reason}", file=sys.stderr)
+            logger.warning(f"[eval] MISSING {name}: {reason}")
         if missing:
             raise ValueError(f"{len(missing)} benchmark(s) missing (see above); prepare them or "
                              "pass --skip-missing (SKIP_MISSING=1 for eval_ahs.sh)")
@@ -367,11 +369,10 @@ def _evaluate_in_locked_folder(args):
     moved = retire_previous_results(args.output)
     if moved:
         killed = previous is not None and previous.get("state") == "running"
-        print(f"[eval] the results already in {args.output} were moved to {moved}"
-              + (f" (that run, process {previous.get('pid')}, never finished)" if killed else ""),
-              file=sys.stderr)
-    print(f"[eval] fingerprinting {args.weights} (SHA-256) for the results' record",
-          file=sys.stderr)
+        logger.warning(f"[eval] the results already in {args.output} were moved to {moved}"
+                       + (f" (that run, process {previous.get('pid')}, never finished)"
+                          if killed else ""))
+    logger.info(f"[eval] fingerprinting {args.weights} (SHA-256) for the results' record")
     record = run_record(args, [])
     args.run_record = vars(record)
     write_status(args.output, record, "running", done=[])
@@ -382,10 +383,11 @@ def _evaluate_in_locked_folder(args):
         status = read_status(args.output) or {}
         done = status.get("done", [])
         write_status(args.output, record, "interrupted", done=done)
-        print(f"[eval] interrupted (Ctrl-C) after {len(done)} benchmark(s) "
-              f"({', '.join(done) or 'none'}); {args.output} holds no results.json, only what "
-              "is marked INCOMPLETE; run the same command again to evaluate everything",
-              file=sys.stderr)
+        # The last line of a stopped evaluation (exit status 130), shown as it is.
+        logger.error(f"[eval] interrupted (Ctrl-C) after {len(done)} benchmark(s) "
+                     f"({', '.join(done) or 'none'}); {args.output} holds no results.json, only "
+                     "what is marked INCOMPLETE; run the same command again to evaluate "
+                     "everything")
         raise SystemExit(130) from None
     except BaseException:
         status = read_status(args.output) or {}

@@ -19,7 +19,6 @@ import copy
 import json
 import logging
 import os
-import sys
 from contextlib import contextmanager
 
 from detectron2.engine import default_argument_parser as detectron2_argument_parser
@@ -30,7 +29,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import build_config, build_config_or_explain
 from ..data.folder_dataset import register_config_folder_datasets
-from ..utils.console import prepare_entry_point
+from ..utils.console import console_for_run, prepare_entry_point
 from ..utils.paths import check_output_dir, resolve_repo_path
 from ..utils.results_folder import (FolderInUseError, RunRecord, file_fingerprint, folder_lock,
                                     retire_previous_run, write_atomic)
@@ -101,9 +100,11 @@ def training_config_kept(output_dir: str, enabled: bool):
 
 def setup(args):
     """The frozen config of ``args`` (``config_file``, ``opts``, ``eval_only``), detectron2's
-    ``default_setup`` (output folder, logs, config dump, seed) and the ``cat_seg`` logger.
-    Process-wide settings (glibc's allocator) are the entry point's
-    (:func:`cat_seg.utils.console.prepare_entry_point`), which passes them on to the workers."""
+    ``default_setup`` (output folder, logs, config dump, seed) and the ``cat_seg`` logger
+    (OUTPUT_DIR/log.txt; on the terminal, an entry point's console streams where there is one:
+    :func:`cat_seg.utils.console.console_for_run`). Process-wide settings (glibc's allocator) are
+    the entry point's (:func:`cat_seg.utils.console.prepare_entry_point`), which passes them on
+    to the workers."""
     cfg = build_config(args.config_file, args.opts)
     # Datasets described by files (DATASETS.FOLDER_DATASETS) exist only once registered; their
     # paths are saved absolute in OUTPUT_DIR/config.yaml, so an evaluation finds them anywhere.
@@ -111,7 +112,9 @@ def setup(args):
     with training_config_kept(cfg.OUTPUT_DIR, enabled=args.eval_only), \
             training_config_preserved(cfg.OUTPUT_DIR, enabled=args.resume and not args.eval_only):
         default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cat_seg")
+    console = console_for_run(comm.get_rank())
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cat_seg",
+                 configure_stdout=not console, enable_propagation=console)
     return cfg
 
 
@@ -186,9 +189,9 @@ def check_resume_request(args, cfg, name: str = "train_net"):
     finished, differences = check_resume(cfg, getattr(args, "allow_config_change", False))
     if differences and args.machine_rank == 0:
         path = record_config_change(cfg.OUTPUT_DIR, differences)
-        print(f"[{name}] --allow-config-change: resuming with {len(differences)} changed "
-              f"setting(s) ({', '.join(k for k, _, _ in differences)}); recorded in {path}, "
-              "config.yaml keeps the original", file=sys.stderr)
+        logger.warning(f"[{name}] --allow-config-change: resuming with {len(differences)} changed "
+                       f"setting(s) ({', '.join(k for k, _, _ in differences)}); recorded in "
+                       f"{path}, config.yaml keeps the original")
     return finished
 
 
@@ -205,7 +208,7 @@ def launch_from_args(args, name: str = "train_net"):
     except (OSError, ValueError, KeyError, AssertionError) as error:
         raise SystemExit(f"[{name}] {error}")
     if finished is not None:
-        print(f"[{name}] {finished.message()}")
+        logger.info(f"[{name}] {finished.message()}")
         return None
     try:
         # Machine 0's processes own the folder; the lock dies with this process.
@@ -215,11 +218,13 @@ def launch_from_args(args, name: str = "train_net"):
                 _retire_unless_resumed(args, cfg.OUTPUT_DIR, name)
             return launch(train_or_evaluate, args.num_gpus, num_machines=args.num_machines,
                           machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    # The last line of a stopped run (exit status 130): an error, shown as it is, like the one-line
+    # messages of SystemExit.
     except TrainingInterrupted as interrupted:
-        print(f"[{name}] {interrupted}", file=sys.stderr)
+        logger.error(f"[{name}] {interrupted}")
         raise SystemExit(130) from None
     except KeyboardInterrupt:  # before the trainer ran, or in another process
-        print(f"[{name}] {interrupted_message(cfg.OUTPUT_DIR)}", file=sys.stderr)
+        logger.error(f"[{name}] {interrupted_message(cfg.OUTPUT_DIR)}")
         raise SystemExit(130) from None
     except FolderInUseError as error:
         raise SystemExit(f"[{name}] {error}") from None
@@ -242,8 +247,8 @@ def _retire_unless_resumed(args, output_dir: str, name: str) -> None:
         return
     moved = retire_previous_run(output_dir)
     if moved:
-        print(f"[{name}] {output_dir} held an earlier run; its files were moved to {moved} "
-              "(--resume continues a run instead of starting over)", file=sys.stderr)
+        logger.warning(f"[{name}] {output_dir} held an earlier run; its files were moved to "
+                       f"{moved} (--resume continues a run instead of starting over)")
 
 
 def cli(argv=None, name: str = "ahs-train"):

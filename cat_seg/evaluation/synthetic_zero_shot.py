@@ -7,12 +7,15 @@ image top-1 on single-class crops among the benchmark's own names and among all 
 world, and the chance level.
 """
 import json
+import logging
 
 from ..data import register_synthetic_datasets
 from ..data.synthetic.image_text import ALL_CLASSES
 from ..modeling.clip.architectures import TINY_NAME
 from ..modeling.clip.backbone import CLIPBackbone
 from .zero_shot import dense_zero_shot, image_zero_shot
+
+logger = logging.getLogger(__name__)
 
 SYNTHETIC_BENCHMARKS = {"Syn-seen": "synthetic_seen_val", "Syn-unseen": "synthetic_unseen_val"}
 
@@ -46,16 +49,16 @@ def format_table(figures: dict) -> str:
 
 def report_zero_shot(weights: str, resolution: int = 128, json_path: str = "") -> dict:
     """The figures of the tiny CLIP (AHS-Tiny/16) with ``weights`` (a local open_clip state dict,
-    or "random") at ``resolution``, printed as a table; also written to ``json_path`` if given."""
+    or "random") at ``resolution``, logged as a table; also written to ``json_path`` if given."""
     register_synthetic_datasets()
     backbone = CLIPBackbone(architecture=TINY_NAME, weights=weights,
                             resolution=resolution, finetune="frozen").eval()
     figures = zero_shot_figures(backbone)
-    print(f"[zero_shot_clip] {weights}, frozen CLIP, no segmentation training:")
-    print(format_table(figures))
+    logger.info(f"[zero_shot_clip] {weights}, frozen CLIP, no segmentation training:")
+    logger.info(format_table(figures))
     for bench, f in figures.items():
         per_class = ", ".join(f"{k} {v:.0f}" for k, v in f["image_top1_per_class"].items())
-        print(f"[zero_shot_clip] {bench} image top-1 per class: {per_class}")
+        logger.info(f"[zero_shot_clip] {bench} image top-1 per class: {per_class}")
     if json_path:
         with open(json_path, "w") as f:
             json.dump(figures, f, indent=2)
