@@ -152,6 +152,31 @@ def test_config_key_registers_and_saves_absolute_paths(tmp_path, make_cfg, monke
         register_config_folder_datasets(cfg)
 
 
+@pytest.mark.parametrize("entry", ["demo", "measure"])
+def test_demo_and_measuring_register_the_configs_folder_datasets(tmp_path, monkeypatch,
+                                                                 write_tiny_config, entry):
+    """The image demo's / predictor's set-up and the model-cost measurement register the
+    datasets a config describes by files, as training does: a model with HPA, whose prototypes
+    start from its training set's class names, builds from a config that trained on one."""
+    from detectron2.modeling import build_model
+
+    from cat_seg.analysis.measure import load_config
+    from cat_seg.demo.images import setup_cfg
+
+    name = f"{entry}{os.getpid()}"
+    write_folder_dataset(tmp_path / "data", name=name)
+    config = write_tiny_config(tmp_path / "tiny.yaml", modules=("HPA",))
+    monkeypatch.chdir(tmp_path)  # the description named relative to the current folder
+    opts = ["DATASETS.FOLDER_DATASETS", f"['data/{name}.yaml']",
+            "DATASETS.TRAIN", f"('{name}_train',)", "DATASETS.TEST", f"('{name}_val',)"]
+    cfg = setup_cfg(config, opts, device="cpu") if entry == "demo" else \
+        load_config(config, opts, device="cpu")
+    assert cfg.DATASETS.FOLDER_DATASETS == [str(tmp_path / "data" / f"{name}.yaml")]
+    assert MetadataCatalog.get(f"{name}_train").stuff_classes == CLASSES
+    model = build_model(cfg)
+    assert model.train_dataset == f"{name}_train" and model.prototype_alignment is not None
+
+
 # ------------------------------------------------------------------------------ the label offset
 
 def test_label_offset_maps_values_and_keeps_ignore(tmp_path):

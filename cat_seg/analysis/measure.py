@@ -31,8 +31,11 @@ DEFAULT_VOCABULARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspat
 def load_config(config_file: str, opts: Sequence[str] = (), *, random_weights: bool = True,
                 device: Optional[str] = None):
     """The frozen config of ``config_file`` + ``opts`` for measuring: random CLIP weights unless
-    ``random_weights`` is False, ``device`` (default: the config's; "auto" resolved)."""
+    ``random_weights`` is False, ``device`` (default: the config's; "auto" resolved). Its
+    DATASETS.FOLDER_DATASETS are registered (absolute in the returned config), as training does:
+    a model with HPA builds from its training set's class names."""
     from .. import build_config
+    from ..data.folder_dataset import register_config_folder_datasets
 
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
@@ -42,7 +45,7 @@ def load_config(config_file: str, opts: Sequence[str] = (), *, random_weights: b
         overrides += ["MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS", "random"]
     if device:
         overrides += ["MODEL.DEVICE", device]
-    return build_config(config_file, overrides)
+    return register_config_folder_datasets(build_config(config_file, overrides))
 
 
 def build_analysis_model(cfg) -> nn.Module:

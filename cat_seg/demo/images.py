@@ -272,8 +272,12 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] 
     then from the repository (``configs/...`` works from any folder); ``weights`` may also be an
     http(s) URL or ``hf://owner/name/file``, downloaded once into the cache (checked against
     ``sha256`` when given) and, for an official CAT-Seg checkpoint, converted there
-    (:func:`cat_seg.engine.catseg_checkpoint.fetch_ahs_weights`)."""
+    (:func:`cat_seg.engine.catseg_checkpoint.fetch_ahs_weights`). The datasets the config
+    describes by files (DATASETS.FOLDER_DATASETS) are registered, as training and evaluation do:
+    a model trained on one builds from its class names (HPA's prototypes), and the returned
+    config names those files by absolute path."""
     from .. import build_config
+    from ..data.folder_dataset import register_config_folder_datasets
     from ..engine.benchmarks import TEST_PROTOCOL
     from ..utils.download import source_url
     from ..utils.paths import resolve_repo_path
@@ -294,7 +298,7 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] 
         overrides += ["MODEL.WEIGHTS", resolve_repo_path(os.fspath(weights))]
     if allow_unexpected_weights:
         overrides += ["MODEL.ALLOW_UNEXPECTED_WEIGHTS", "True"]
-    return build_config(config_file, overrides)
+    return register_config_folder_datasets(build_config(config_file, overrides))
 
 
 def load_weights(model: torch.nn.Module, path: str, allow_unexpected: bool = False) -> List[str]:
