@@ -194,6 +194,37 @@ def test_label_offset_maps_values_and_keeps_ignore(tmp_path):
     assert shifted.tolist() == [[255, 0, 1, 2, 255]] and shifted.dtype == np.int64
 
 
+def test_zero_shot_crops_read_labels_with_the_offset(tmp_path):
+    """image_zero_shot's single-class crops (pure_crops) read a folder dataset's labels with its
+    offset, as training and evaluation do: the same images described with offset 1 (class c
+    stored as c + 1, 0 unlabelled) and with offset 0 (c as c, 255 unlabelled) give the same
+    crops, each of its class's colour band."""
+    from cat_seg.evaluation.zero_shot import pure_crops
+
+    shifted = write_folder_dataset(tmp_path / "shifted", name=f"zs{os.getpid()}")
+    plain_folder = tmp_path / "plain"
+    shutil.copytree(tmp_path / "shifted", plain_folder)
+    for path in (plain_folder / "labels").glob("*/*.png"):
+        stored = np.asarray(Image.open(path)).astype(np.int64)
+        Image.fromarray(np.where(stored == 0, 255, stored - 1).astype(np.uint8)).save(path)
+    plain = plain_folder / f"zs{os.getpid()}.yaml"
+    plain.write_text(shifted.read_text().replace("label_offset: 1", "label_offset: 0")
+                     .replace(f"name: zs{os.getpid()}", f"name: zsplain{os.getpid()}")
+                     .replace(f"benchmark: Zs{os.getpid()}", f"benchmark: Zsplain{os.getpid()}"))
+    crops = {}
+    for description in (shifted, plain):
+        val = register_folder_dataset(str(description))[1]
+        crops[description] = pure_crops(val, crop=16, stride=8, purity=0.9, per_class=50)
+    colours = np.array([[90, 160, 230], [60, 170, 60], [110, 110, 110]])  # write_folder_dataset's
+    for c in range(len(CLASSES)):
+        assert crops[shifted][c], CLASSES[c]
+        assert len(crops[shifted][c]) == len(crops[plain][c])
+        for a, b in zip(crops[shifted][c], crops[plain][c]):
+            assert np.array_equal(a, b)
+            mean = a.reshape(-1, 3).mean(axis=0)
+            assert np.abs(colours - mean).sum(axis=1).argmin() == c, (CLASSES[c], mean)
+
+
 def test_registered_dataset_loads_with_offset_and_metadata(tmp_path):
     description = write_folder_dataset(tmp_path / "data", name=f"reg{os.getpid()}")
     names = register_folder_dataset(str(description))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from cat_seg.data.label_io import read_image_rgb, read_label
+from cat_seg.data.label_io import read_image_rgb, read_record_label
 from cat_seg.modeling.clip.encoders import encode_image_global_and_dense
 from cat_seg.modeling.clip.pretraining import own_weights
 from cat_seg.modeling.head.cost_volume import cosine_cost_volume
@@ -84,13 +84,15 @@ def pure_crops(dataset_name: str, crop: int, stride: int, purity: float, per_cla
 
     Windows on a ``stride`` grid of every image; a window counts for class c when c covers at
     least ``purity`` of its labelled pixels (and at least half the window is labelled). A fixed
-    random choice (``seed``) keeps ``per_class`` of each class's windows.
+    random choice (``seed``) keeps ``per_class`` of each class's windows. Labels are read as the
+    evaluation reads them (:func:`cat_seg.data.label_io.read_record_label`: a folder dataset's
+    ``label_offset`` applied).
     """
     meta = MetadataCatalog.get(dataset_name)
     num_classes, ignore = len(meta.stuff_classes), int(meta.ignore_label)
     found: Dict[int, List[np.ndarray]] = {c: [] for c in range(num_classes)}
     for record in DatasetCatalog.get(dataset_name):
-        image, label = read_image_rgb(record["file_name"]), read_label(record["sem_seg_file_name"])
+        image, label = read_image_rgb(record["file_name"]), read_record_label(record, ignore)
         height, width = label.shape
         for top in range(0, height - crop + 1, stride):
             for left in range(0, width - crop + 1, stride):
