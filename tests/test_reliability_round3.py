@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -214,6 +215,37 @@ def test_relative_paths_are_the_callers_in_every_script(tmp_path):
     # eval_ahs.sh found the shipped config from elsewhere and writes where the user asked.
     assert f"--config-file {ROOT}/configs/synthetic/quickstart.yaml" in result.stdout
     assert f"--output {caller}/res" in result.stdout
+
+
+def test_folder_dataset_overrides_are_the_callers_paths(tmp_path):
+    """DATASETS.FOLDER_DATASETS given to a script as an override (a list literal) names the
+    caller's files too: each quoted path resolved like a config file (the caller's, else the
+    repository's), the literal still one the config loader reads."""
+    caller = tmp_path / "caller"
+    (caller / "mine").mkdir(parents=True)
+    (caller / "mine" / "data.yaml").write_text("")
+    example = "configs/datasets/example_folder_dataset.yaml"
+    cases = {
+        f"['mine/data.yaml', \"{example}\", '/abs/x.yaml']":
+            f"['{caller}/mine/data.yaml', '{ROOT}/{example}', '/abs/x.yaml']",
+        " ( 'absent.yaml' , ) ": f"('{caller}/absent.yaml',)",
+        "['~/d.yaml']": f"['{os.path.expanduser('~')}/d.yaml']",
+        "[]": "[]",
+        "mine/data.yaml": "mine/data.yaml",  # no list literal: as typed, for the loader to refuse
+        "[mine/data.yaml]": "[mine/data.yaml]",
+    }
+    script = f"source {ROOT}/tools/user_paths.sh\n" + "".join(
+        f"ahs_user_opts DATASETS.FOLDER_DATASETS {shlex.quote(typed)}; "
+        "printf '%s\\n' \"${AHS_OPTS[1]}\"\n" for typed in cases)
+    probe = _run_script(["-c", script], caller)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split("\n")[:-1] == list(cases.values()), probe.stderr
+    # What the scripts pass on is a literal the config reads as the list of those files.
+    resolved = list(cases.values())[0]
+    cfg = build_config(str(ROOT / "configs/synthetic/quickstart.yaml"),
+                       ["DATASETS.FOLDER_DATASETS", resolved])
+    assert list(cfg.DATASETS.FOLDER_DATASETS) == [
+        f"{caller}/mine/data.yaml", f"{ROOT}/{example}", "/abs/x.yaml"]
 
 
 # ------------------------------------------------------------------ 2. resume refuses changes

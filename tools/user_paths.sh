@@ -26,9 +26,48 @@ ahs_user_path() {  # ahs_user_path PATH [repo]
     fi
 }
 
+# A list literal of paths, as a config override gives DATASETS.FOLDER_DATASETS
+# ("['mine/data.yaml', \"/abs/other.yaml\"]", or a tuple), with each quoted path resolved by
+# ahs_user_path PATH repo: the caller's file, else the repository's (configs/datasets/...). A
+# value that is not a list of quoted paths is left as typed (the config loader names the problem).
+ahs_user_path_list() {  # ahs_user_path_list LITERAL
+    local text="$1" open close inner part path quoted
+    local -a parts=() items=()
+    # Surrounding blanks off.
+    text="${text#"${text%%[![:space:]]*}"}"; text="${text%"${text##*[![:space:]]}"}"
+    case "$text" in
+        \[*\]) open="[" close="]" ;;
+        \(*\)) open="(" close=")" ;;
+        *) printf '%s\n' "$1"; return ;;
+    esac
+    inner="${text:1:${#text}-2}"
+    IFS=',' read -r -a parts <<< "$inner"
+    for part in ${parts[@]+"${parts[@]}"}; do
+        part="${part#"${part%%[![:space:]]*}"}"; part="${part%"${part##*[![:space:]]}"}"
+        [ -n "$part" ] || continue  # a trailing comma
+        case "$part" in
+            \'*\') path="${part:1:${#part}-2}" ;;
+            \"*\") path="${part:1:${#part}-2}" ;;
+            *) printf '%s\n' "$1"; return ;;
+        esac
+        path="$(ahs_user_path "$path" repo)"
+        case "$path" in
+            *\'*) quoted="\"$path\"" ;;
+            *) quoted="'$path'" ;;
+        esac
+        items+=("$quoted")
+    done
+    local joined="" item
+    for item in ${items[@]+"${items[@]}"}; do
+        joined="${joined:+$joined, }$item"
+    done
+    [ "$open" = "(" ] && [ ${#items[@]} -eq 1 ] && joined="$joined,"
+    printf '%s\n' "$open$joined$close"
+}
+
 # Config keys whose value is a path: written (OUTPUT_DIR) or read (the rest). A read value is
 # converted only when it exists in the caller's folder (CLIP_WEIGHTS may be a tag such as
-# "openai"; FOLDER_DATASETS is a list literal and stays as typed).
+# "openai"); each path of FOLDER_DATASETS (a list literal) as ahs_user_path_list resolves it.
 ahs_user_opts() {  # ahs_user_opts KEY VALUE ... -> AHS_OPTS
     AHS_OPTS=()
     while [ $# -gt 0 ]; do
@@ -45,6 +84,7 @@ ahs_user_opts() {  # ahs_user_opts KEY VALUE ... -> AHS_OPTS
                     ""|/*|*://*) ;;
                     *) [ -e "$AHS_CALLER_DIR/$value" ] && value="$AHS_CALLER_DIR/$value" ;;
                 esac ;;
+            DATASETS.FOLDER_DATASETS) value="$(ahs_user_path_list "$value")" ;;
         esac
         AHS_OPTS+=("$value")
     done
