@@ -156,3 +156,22 @@ def test_registered_and_built_from_config_with_the_backbone_dimensions(make_cfg)
     assert head.layers[0].classwise.pooling_size == (1, 1)
     assert [b.window for b in head.layers[0].spatial.blocks] == [4, 4]
     assert head.class_pad_len == 256
+
+
+def test_inference_runs_the_per_class_parts_in_chunks_with_the_same_logits(monkeypatch):
+    # A long vocabulary at inference: spatial aggregation and decoder see a few classes at a
+    # time (bounded memory), the class aggregation all of them; the logits are those of one pass.
+    import cat_seg.modeling.head.cat_seg_head as head_module
+    head = randomized(CATSegHead(**{**TINY, "class_pad_len": 0})).eval()
+    dense, text, guidance = tiny_inputs(B=1, T=7)
+    with torch.enable_grad():
+        whole = head(dense, text, guidance).detach()
+    seen = []
+    decoder_forward = head.decoder.forward
+    monkeypatch.setattr(head.decoder, "forward",
+                        lambda x, *a, **k: seen.append(x.shape[1]) or decoder_forward(x, *a, **k))
+    monkeypatch.setattr(head_module, "INFERENCE_CLASS_CHUNK", 3)
+    with torch.no_grad():
+        chunked = head(dense, text, guidance)
+    assert seen == [3, 3, 1]
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)

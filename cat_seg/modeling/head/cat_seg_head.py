@@ -8,6 +8,11 @@
       -> decoder guided by intermediate CLIP layers          (B,T,4h,4w) logits
       -> [classes that were not kept: logit -100]
 
+Every part but the class aggregation treats each class on its own, so at inference (no autograd)
+the spatial aggregation and the decoder run :data:`INFERENCE_CLASS_CHUNK` classes at a time: the
+memory of a long vocabulary grows by chunks of classes, not by the decoder's full-resolution
+activations of all of them at once. The class aggregation, which mixes the classes, sees them all.
+
 Parameter shapes are CAT-Seg's, so its checkpoints convert by renaming alone
 (``tools/convert_checkpoint.py``).
 """
@@ -25,6 +30,20 @@ from .cost_volume import cosine_cost_volume, gather_classes, scatter_classes, se
 from .decoder import GuidedDecoder
 from .spatial_aggregation import SpatialAggregation
 
+# Classes per chunk of the per-class parts at inference (module docstring). Every benchmark's
+# vocabulary (up to A-847) fits one chunk, so the benchmarks are computed exactly as before.
+INFERENCE_CLASS_CHUNK = 1024
+
+
+def in_class_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                    chunk: Optional[int]) -> torch.Tensor:
+    """``fn(x)`` for a per-class ``fn`` on ``x`` (B, T, ...), run ``chunk`` classes at a time
+    (None or T <= chunk: one call) and concatenated along the classes."""
+    T = x.shape[1]
+    if chunk is None or T <= chunk:
+        return fn(x)
+    return torch.cat([fn(x[:, start:start + chunk]) for start in range(0, T, chunk)], dim=1)
+
 
 class AggregationLayer(nn.Module):
     """One spatial aggregation followed by one class aggregation."""
@@ -40,13 +59,16 @@ class AggregationLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, appearance_guidance: torch.Tensor,
                 text_guidance: torch.Tensor,
-                run: Optional[Callable[..., torch.Tensor]] = None) -> torch.Tensor:
+                run: Optional[Callable[..., torch.Tensor]] = None,
+                class_chunk: Optional[int] = None) -> torch.Tensor:
         """x: (B,T,C,h,w), appearance_guidance: (B,G_a,h,w), text_guidance: (B,T,G_t).
 
         ``run(block, *inputs)`` runs each Swin block and the class aggregation (default: a call);
-        the head passes its activation checkpointing here.
+        the head passes its activation checkpointing here. ``class_chunk``: the spatial
+        aggregation (per class) runs that many classes at a time (None: all at once).
         """
-        x = self.spatial(x, appearance_guidance, run=run)
+        x = in_class_chunks(lambda part: self.spatial(part, appearance_guidance, run=run), x,
+                            class_chunk)
         return run(self.classwise, x, text_guidance) if run else self.classwise(x, text_guidance)
 
 
@@ -178,9 +200,11 @@ class CATSegHead(nn.Module):
         # One text embedding per class: the normalised mean over the prompt templates.
         class_text = F.normalize(F.normalize(text, dim=-1).mean(dim=2), dim=-1)
         text_guidance = F.relu(self.text_guidance_proj(class_text))
+        class_chunk = None if torch.is_grad_enabled() else INFERENCE_CLASS_CHUNK
         for layer in self.layers:
-            x = layer(x, appearance, text_guidance, run=self._run)
-        logits = self.decoder(x, guidance, run=self._run)
+            x = layer(x, appearance, text_guidance, run=self._run, class_chunk=class_chunk)
+        logits = in_class_chunks(lambda part: self.decoder(part, guidance, run=self._run), x,
+                                 class_chunk)
         if selected is not None:
             logits = scatter_classes(logits, selected, num_classes)
         return logits
