@@ -19,7 +19,10 @@ OUTPUT="${OUTPUT:-output/$(basename "$CONFIG" .yaml)}"
 shift $(( $# < 3 ? $# : 3 ))
 ahs_user_opts "$@"; set -- ${AHS_OPTS[@]+"${AHS_OPTS[@]}"}
 cd "$AHS_REPO_DIR"
-if [ ! -f "$CONFIG" ]; then
+if [ -d "$CONFIG" ]; then
+    echo "run_ahs.sh: config file $CONFIG is a folder, not a file; give a YAML file (configs/ lists the shipped ones)" >&2
+    exit 2
+elif [ ! -f "$CONFIG" ]; then
     echo "run_ahs.sh: config file $CONFIG does not exist (configs/ lists the shipped ones)" >&2
     exit 2
 fi

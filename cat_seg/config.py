@@ -6,7 +6,6 @@ YAML files under ``configs/`` inherit from each other with ``_BASE_``. Keys that
 but that can be derived from another part of the model (e.g. the CLIP width) are not keys: they are
 read off the built model, so they can never disagree with it.
 """
-import os
 from typing import Sequence
 
 import torch
@@ -15,7 +14,11 @@ from detectron2.config import get_cfg
 
 from .config_checks import check_config
 from .modeling.hyperspherical import add_ahs_module_configs
-from .utils.paths import resolve_repo_path
+from .utils.paths import require_file, resolve_repo_path
+
+# What to give instead of a config file that is absent or a folder.
+CONFIG_FILE_FIX = ("give a YAML file: configs/ lists the shipped ones, a run saved its own as "
+                   "OUTPUT_DIR/config.yaml")
 
 
 def add_ahs_config(cfg: CN) -> None:
@@ -196,10 +199,24 @@ def build_config_or_explain(config_file: str, opts: Sequence[str] = ()) -> CN:
     """:func:`build_config` for an entry point's check before any work: a missing file or a
     config that cannot be built raises ``FileNotFoundError`` / ``ValueError`` with one line that
     names the problem and the fix (an unknown key gets the closest known keys)."""
-    if not os.path.isfile(resolve_repo_path(config_file)):
-        raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
-                                "shipped ones; a run saved its own as OUTPUT_DIR/config.yaml)")
+    require_file(resolve_repo_path(config_file), "config file", CONFIG_FILE_FIX)
     try:
         return build_config(config_file, opts)
     except (KeyError, AssertionError, ValueError) as error:
         raise ValueError(explain_config_error(error)) from None
+
+
+def check_config_paths(cfg: CN, weights: bool = True) -> None:
+    """Before any work: the files a config names exist and are files. ``MODEL.WEIGHTS`` (when
+    ``weights`` and set, unless a URL) and ``MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS`` when it names a
+    file (not ``random`` or an open_clip tag such as ``openai``). Raises ``OSError`` with one line
+    naming the key, the path and the fix. (``DATASETS.FOLDER_DATASETS`` is checked where the
+    descriptions are registered, ``OUTPUT_DIR`` by :func:`cat_seg.utils.paths.check_output_dir`.)"""
+    from .modeling.clip.checkpoint import check_clip_weights_path
+
+    if weights and cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS:
+        require_file(resolve_repo_path(cfg.MODEL.WEIGHTS), "MODEL.WEIGHTS",
+                     "pass the path of a checkpoint a training run wrote "
+                     "(OUTPUT_DIR/model_final.pth), or leave it empty to start from the CLIP "
+                     "weights")
+    check_clip_weights_path(cfg.MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS)

@@ -65,6 +65,25 @@ def build_parser(description: str, expected: Dict[str, int]) -> argparse.Argumen
     return parser
 
 
+def checked_root(args: argparse.Namespace) -> Path:
+    """``--root`` (default ``$DETECTRON2_DATASETS``) resolved, when it is a folder; otherwise the
+    script stops with one line naming it and the fix."""
+    root = Path(args.root)
+    if not root.is_dir():
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise SystemExit(f"the dataset root {root} {state}; unpack the downloads into a folder "
+                         "(datasets/README.md) and pass it with --root or DETECTRON2_DATASETS")
+    return root.resolve()
+
+
+def checked_file(path: str, what: str, fix: str) -> Path:
+    """``path`` when it is a file; otherwise the script stops with one line naming it."""
+    if not os.path.isfile(path):
+        state = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise SystemExit(f"{what} {path} {state}; {fix}")
+    return Path(path)
+
+
 def expected_counts(args: argparse.Namespace, official: Dict[str, int]) -> Dict[str, int]:
     """The official counts with the ``--expect KEY=N`` overrides applied."""
     counts = dict(official)

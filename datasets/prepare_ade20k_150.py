@@ -10,13 +10,12 @@ Output:
 Class k (1..150) becomes k - 1, the order of ``cat_seg/data/class_names/ade150.json``.
 """
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from preparation import (
-    Summary, Task, build_parser, check_pair_sizes, check_values, count_files, expected_counts,
-    read_index_map, run_tasks, write_png_label,
+    Summary, Task, build_parser, check_pair_sizes, check_values, checked_root, count_files,
+    expected_counts, read_index_map, run_tasks, write_png_label,
 )
 
 OFFICIAL_COUNTS = {"validation": 2000}
@@ -41,7 +40,7 @@ def convert(task: Task) -> None:
 def main(argv=None) -> int:
     args = build_parser(__doc__, OFFICIAL_COUNTS).parse_args(argv)
     expected = expected_counts(args, OFFICIAL_COUNTS)
-    root = Path(args.root).resolve()
+    root = checked_root(args)
     base = root / "ADEChallengeData2016"
     source_dir = base / "annotations" / "validation"
     image_dir = base / "images" / "validation"

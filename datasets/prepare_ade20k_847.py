@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from preparation import (
-    check_pair_sizes,
+    check_pair_sizes, checked_root,
     Summary, Task, build_parser, count_files, expected_counts, run_tasks, write_jpeg,
     write_tiff_label,
 )
@@ -224,7 +224,7 @@ def is_validation(filename: str) -> bool:
 def main(argv=None) -> int:
     args = build_parser(__doc__, OFFICIAL_COUNTS).parse_args(argv)
     expected = expected_counts(args, OFFICIAL_COUNTS)
-    root = Path(args.root).resolve()
+    root = checked_root(args)
     base = root / "ADE20K_2021_17_01"
     index_path = base / "index_ade20k.pkl"
     image_dir = base / "images_detectron2" / "validation"

@@ -14,12 +14,11 @@ The stuffthingmaps PNGs store ``COCO category id - 1`` (0..181) and 255 for unla
 """
 import sys
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
 from preparation import (
-    check_pair_sizes,
+    check_pair_sizes, checked_root,
     Summary, Task, build_parser, check_values, count_files, expected_counts, read_index_map,
     run_tasks, write_png_label,
 )
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     expected = expected_counts(args, OFFICIAL_COUNTS)
-    root = Path(args.root).resolve()
+    root = checked_root(args)
     base = root / "coco-stuff"
     summary = Summary("prepare_coco_stuff.py", root)
     lut = label_lut()

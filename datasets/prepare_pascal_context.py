@@ -25,7 +25,7 @@ import numpy as np
 import scipy.io
 
 from preparation import (
-    check_pair_sizes,
+    check_pair_sizes, checked_file, checked_root,
     Summary, Task, build_parser, check_values, count_files, expected_counts, read_id_list,
     run_tasks, write_png_label, write_tiff_label,
 )
@@ -86,10 +86,11 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     expected = expected_counts(args, OFFICIAL_COUNTS)
-    root = Path(args.root).resolve()
+    root = checked_root(args)
     voc = root / "VOCdevkit" / "VOC2010"
     official_split = voc / "ImageSets" / "Main" / "val.txt"
-    split_file = Path(args.split_file) if args.split_file else official_split
+    split_file = checked_file(args.split_file, "--split-file", "give the file of image ids, one "
+                              "per line") if args.split_file else official_split
     mat_dir = voc / "trainval"
     pc59_dir = voc / "annotations_detectron2" / "pc59_val"
     pc459_dir = voc / "annotations_detectron2" / "pc459_val"

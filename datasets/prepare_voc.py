@@ -16,12 +16,11 @@ class 20. As in CAT-Seg, a map with no labelled pixel left is not written (it wo
 to the confusion matrix); the summary counts such maps.
 """
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from preparation import (
-    check_pair_sizes,
+    check_pair_sizes, checked_root,
     Summary, Task, build_parser, check_values, count_files, expected_counts, read_id_list,
     read_index_map, run_tasks, write_png_label,
 )
@@ -59,7 +58,7 @@ def convert(task: Task) -> dict:
 def main(argv=None) -> int:
     args = build_parser(__doc__, OFFICIAL_COUNTS).parse_args(argv)
     expected = expected_counts(args, OFFICIAL_COUNTS)
-    root = Path(args.root).resolve()
+    root = checked_root(args)
     voc = root / "VOCdevkit" / "VOC2012"
     split_file = voc / "ImageSets" / "Segmentation" / "val.txt"
     out20 = voc / "annotations_detectron2" / "val"

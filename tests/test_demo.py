@@ -43,10 +43,10 @@ def test_malformed_vocabulary_text_is_rejected(text, message):
 
 def test_malformed_vocabulary_files_are_rejected(tmp_path):
     cases = {"dict.json": '{"a": 1}', "numbers.json": '["sky", 3]', "broken.json": '["sky",',
-             "empty.json": "[]", "synonym_twice.json": '["tree, bush", "tree"]'}
+             "empty.json": "[]", "twice.json": '["tree, bush", "Tree,bush"]'}
     messages = {"dict.json": "JSON list of strings", "numbers.json": "non-string",
                 "broken.json": "not valid JSON", "empty.json": "empty",
-                "synonym_twice.json": "twice"}
+                "twice.json": "twice"}
     for name, content in cases.items():
         (tmp_path / name).write_text(content)
         with pytest.raises(ValueError, match=messages[name]):

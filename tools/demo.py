@@ -8,10 +8,15 @@
 
 Inputs: image files, folders (their images, not recursive) and glob patterns, in any mix.
 Vocabulary: ``--vocabulary`` takes comma-separated class names; ``--vocabulary-file`` a JSON list
-of names (the benchmarks' class files under cat_seg/data/class_names/ work as they are; there an
-entry "a, b" lists synonyms, the first of which is prompted and shown).
+of names, or any other file with one name per line (the benchmarks' class files under
+cat_seg/data/class_names/ and a dataset description's class file work as they are; there an entry
+"a, b" lists synonyms, the first of which is prompted and shown; two classes that share their
+first synonym, as A-847's ten pairs, are kept with a warning: they score alike).
 
-For every image ``<name>`` it writes into ``--output``:
+For every image ``<name>`` (its file name without the suffix, made a valid file name: characters
+such as ``: * ? \\`` and control characters become ``_``, a leading dot is dropped, a name too long
+for the file system is cut and ends with a hash; a name another input already has, in any case,
+gets ``_2``, ``_3``...) it writes into ``--output``:
 
 * ``<name>_overlay.png``: the prediction blended over the image, with a legend of the classes
   present below it (the picture is the image's width, its height plus the legend's);
@@ -96,7 +101,8 @@ def parse_args(argv=None):
     parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     vocabulary = parser.add_mutually_exclusive_group(required=True)
     vocabulary.add_argument("--vocabulary", help='comma-separated class names, "sky, tree, person"')
-    vocabulary.add_argument("--vocabulary-file", help="JSON list of class names")
+    vocabulary.add_argument("--vocabulary-file", help="JSON list of class names, or a text "
+                            "file with one name per line")
     parser.add_argument("--config-file", required=True, help="the config the weights were trained with")
     parser.add_argument("--weights", help="checkpoint (.pth), or its http(s) URL / hf://owner/name/"
                         "file (downloaded once into the cache; an official CAT-Seg checkpoint is "

@@ -23,12 +23,13 @@ import argparse
 import logging
 import os
 
-from cat_seg.demo.images import check_max_side
+from cat_seg.config import CONFIG_FILE_FIX, check_config_paths
+from cat_seg.demo.images import check_max_side, setup_cfg
 from cat_seg.demo.web import DEFAULT_MAX_SIDE, model_builder, serve
 from cat_seg.predictor import DEFAULT_MIN_SCORE, check_min_score
 from cat_seg.utils.console import prepare_entry_point
-from cat_seg.utils.download import source_url
-from cat_seg.utils.paths import resolve_repo_path
+from cat_seg.utils.download import check_cache_dir, source_url
+from cat_seg.utils.paths import check_output_dir, require_file, resolve_repo_path
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOOLS)
@@ -41,8 +42,14 @@ EXAMPLES_DIR = os.path.join("output", "web_demo", "examples")
 def check_weights(config_file: str, weights: str) -> None:
     """Fail before starting the server when the weights are missing, naming the fix (a URL or
     hf:// name is downloaded while the model loads, the page saying so)."""
-    if os.path.isfile(weights) or source_url(weights):
+    if source_url(weights):
+        check_cache_dir()  # where it will be downloaded
         return
+    if os.path.isfile(weights):
+        return
+    if os.path.isdir(weights):
+        raise IsADirectoryError(f"weights file {weights} is a folder, not a file; pass the "
+                                f"model_final.pth a training run wrote (for {config_file})")
     if os.path.abspath(weights) == os.path.abspath(os.path.join(ROOT, DEFAULT_WEIGHTS)):
         raise FileNotFoundError(
             f"the quick-start model {DEFAULT_WEIGHTS} does not exist yet; make it with\n"
@@ -91,10 +98,11 @@ def main(argv=None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a closed lab
     # Checked before the slow imports and the server, so a missing piece is reported at once.
-    if not os.path.isfile(args.config_file):
-        raise FileNotFoundError(f"config file {args.config_file} does not exist (configs/ lists "
-                                "the shipped ones)")
+    require_file(args.config_file, "config file", CONFIG_FILE_FIX)
     check_weights(args.config_file, args.weights)
+    check_output_dir(args.examples_dir, "examples folder (--examples-dir)")
+    # The files the config names (CLIP_WEIGHTS), without --weights: a URL is fetched later.
+    check_config_paths(setup_cfg(args.config_file, args.opts, device=args.device), weights=False)
     serve(model_builder(args.config_file, args.weights, args.device, args.opts), args.examples_dir,
           host=args.host, port=args.port, max_side=args.max_side, min_score=args.min_score)
 
@@ -107,5 +115,5 @@ if __name__ == "__main__":
     prepare_entry_point(allocator=False)
     try:
         main()
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise SystemExit(f"[web_demo] {error}")

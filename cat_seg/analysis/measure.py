@@ -36,10 +36,10 @@ def load_config(config_file: str, opts: Sequence[str] = (), *, random_weights: b
     a model with HPA builds from its training set's class names."""
     from .. import build_config
     from ..data.folder_dataset import register_config_folder_datasets
+    from ..config import CONFIG_FILE_FIX
+    from ..utils.paths import require_file
 
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
-                                "shipped ones)")
+    require_file(config_file, "config file", CONFIG_FILE_FIX)
     overrides = list(opts)
     if random_weights:
         overrides += ["MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS", "random"]

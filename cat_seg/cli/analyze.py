@@ -62,7 +62,8 @@ from cat_seg.analysis.measure import analyze, build_analysis_model, compare, loa
 from cat_seg.analysis.profiling import format_profile, profile_inference, profile_training_step
 from cat_seg.analysis.report import format_ratios, format_result, write_json, write_markdown
 from cat_seg.utils.console import allocator_state, prepare_entry_point
-from cat_seg.utils.paths import resolve_repo_path
+from cat_seg.config import CONFIG_FILE_FIX, check_config_paths
+from cat_seg.utils.paths import check_output_file, require_file, resolve_repo_path
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +72,17 @@ def main(argv=None) -> Dict[str, Any]:
     args = parse_args(argv)
     # As for training and evaluation (AHS_MALLOC=system: the C library's defaults).
     logger.info(f"[analyze_model] glibc malloc: {allocator_state()}")
-    args.config_file = resolve_repo_path(args.config_file)
-    args.compare = [resolve_repo_path(f) for f in args.compare or []] or None
+    # Every path before any model is built: the configs read, the files written.
+    args.config_file = require_file(resolve_repo_path(args.config_file), "config file",
+                                    CONFIG_FILE_FIX)
+    args.compare = [require_file(resolve_repo_path(f), "config file (--compare)", CONFIG_FILE_FIX)
+                    for f in args.compare or []] or None
+    for name in ("json", "markdown"):
+        if getattr(args, name):
+            check_output_file(getattr(args, name), f"--{name} file")
     load = dict(random_weights=not args.keep_clip_weights, device=args.device)
     cfg = load_config(args.config_file, args.opts, **load)
+    check_config_paths(cfg, weights=False)  # CLIP_WEIGHTS, with --keep-clip-weights
     if args.profile:
         return profile(cfg, args)
     kwargs = dict(image_size=args.image_size, num_classes=args.num_classes, warmup=args.warmup,
@@ -186,5 +194,5 @@ def run() -> None:
     prepare_entry_point()
     try:
         main()
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise SystemExit(f"[analyze] {error}")

@@ -17,6 +17,7 @@ import sys
 from typing import List, Optional
 
 from ..data.folder_dataset import check_folder_dataset, config_folder_dataset_paths
+from ..utils.paths import require_file
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     paths = list(args.descriptions)
-    if args.config_file:
-        paths += _config_descriptions(args.config_file)
+    try:  # a config or a path that is no file at all stops at once, in one line
+        if args.config_file:
+            paths += _config_descriptions(args.config_file)
+        for path in paths:
+            require_file(path, "dataset description", "give the path of a .yaml or .json file "
+                         "(docs/custom_datasets.md)")
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"[check-data] {error}") from None
     if not paths:
         parser.error("name at least one dataset description file (or --config-file)")
     failed = 0

@@ -37,7 +37,8 @@ from ..engine.catseg_checkpoint import (
     ConversionError, check_against_config, convert_catseg_state_dict, load_downloaded_checkpoint,
     save_converted)
 from ..utils.download import fetch_weights, file_sha256, hf_url, source_url
-from ..utils.paths import resolve_repo_path
+from ..config import CONFIG_FILE_FIX
+from ..utils.paths import check_output_file, require_file, resolve_repo_path
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +77,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     """Fetch, convert, check and write; returns the record written to ``OUTPUT.source.json``."""
     args = parse_args(argv)
+    # Every path before the download and the conversion: the output, the config, the source.
+    check_output_file(args.output, "converted checkpoint (OUTPUT)")
+    if args.config_file:
+        args.config_file = require_file(resolve_repo_path(args.config_file), "config file",
+                                        CONFIG_FILE_FIX)
     path = fetch_weights(args.source, args.sha256, progress=not args.no_progress)
     converted = convert_catseg_state_dict(load_downloaded_checkpoint(path))
     if args.config_file:
-        args.config_file = resolve_repo_path(args.config_file)
         check_against_config(converted, args.config_file)
     save_converted(converted, args.output)
     record = {"source": args.source, "url": source_url(args.source), "file": path,
@@ -100,5 +105,5 @@ def run() -> None:
     prepare_entry_point(allocator=False)
     try:
         main()
-    except (ConversionError, OSError) as error:
+    except (ConversionError, OSError, ValueError) as error:
         raise SystemExit(f"convert_checkpoint: {error}")

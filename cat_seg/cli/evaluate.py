@@ -48,6 +48,9 @@ def main(argv=None):
     from ..engine.catseg_checkpoint import fetch_ahs_weights
 
     args = parse_args(argv)
-    if source_url(args.weights):  # before any process starts: one download, one conversion
-        args.weights = fetch_ahs_weights(args.weights)
+    try:
+        if source_url(args.weights):  # before any process starts: one download, one conversion
+            args.weights = fetch_ahs_weights(args.weights)
+    except (OSError, ValueError) as error:  # the cache, the download: one line
+        raise SystemExit(f"[eval] {error}") from None
     return benchmarks.launch_evaluation(args)

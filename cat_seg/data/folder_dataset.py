@@ -56,6 +56,8 @@ __all__ = [
     "FolderDatasetError",
     "FolderDatasetReport",
     "check_folder_dataset",
+    "check_folder_dataset_paths",
+    "class_name_lines",
     "config_folder_dataset_paths",
     "folder_benchmark_datasets",
     "load_folder_dataset",
@@ -72,6 +74,8 @@ _KEYS = ("name", "image_dir", "label_dir", "image_suffix", "label_suffix", "clas
 _REQUIRED = ("name", "image_dir", "label_dir", "classes")
 # Dataset and benchmark names become file and folder names (per-class CSV, vis/<benchmark>/).
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# ... and must fit a file name with what is added (sem_seg_per_class_<name>.csv.rows.<pid>).
+_MAX_NAME_LENGTH = 100
 # File names listed in one message before the rest are counted.
 _MAX_LISTED = 5
 # Threads reading image headers (registration) or decoding whole files (the check).
@@ -108,7 +112,8 @@ def _fail(path: str, problem: str) -> FolderDatasetError:
 
 def _read_mapping(path: str) -> dict:
     if not os.path.isfile(path):
-        raise FolderDatasetError(f"dataset description {path} does not exist; give the path of "
+        state = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise FolderDatasetError(f"dataset description {path} {state}; give the path of "
                                  f"a .yaml or .json file (schema: {_DOCS})")
     try:
         with open(path, encoding="utf-8") as f:
@@ -157,13 +162,28 @@ def _folder(base: str, value: str) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
 
 
+def class_name_lines(text: str, source: str) -> List[str]:
+    """The class names of a text file, one per line (stripped; blank lines at the end ignored);
+    ``ValueError`` naming ``source`` and the line when one before the last is empty. The reader
+    of description ``classes`` files and of the demo's ``--vocabulary-file``."""
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if "" in lines:
+        raise ValueError(f"{source} has an empty line {lines.index('') + 1}: every line up to "
+                         "the last is one class, in label order")
+    return lines
+
+
 def _class_names(path: str, base: str, value) -> Tuple[str, ...]:
     """The class list: an inline YAML list, or a file (JSON list, or one name per line)."""
     source = path
     if isinstance(value, str):
         source = _folder(base, value)
         if not os.path.isfile(source):
-            raise _fail(path, f"the class-name file {source} (key classes) does not exist")
+            state = "is a folder, not a file" if os.path.isdir(source) else "does not exist"
+            raise _fail(path, f"the class-name file {source} (key classes) {state}; give a "
+                              ".txt file with one name per line or a .json list")
         with open(source, encoding="utf-8") as f:
             text = f.read()
         if source.endswith(".json"):
@@ -173,20 +193,21 @@ def _class_names(path: str, base: str, value) -> Tuple[str, ...]:
                 raise _fail(path, f"the class-name file {source} is not valid JSON ({error}); "
                                   'it must hold a list such as ["sky", "tree"]') from None
         else:
-            lines = [line.strip() for line in text.splitlines()]
-            while lines and not lines[-1]:
-                lines.pop()
-            if "" in lines:
-                raise _fail(path, f"the class-name file {source} has an empty line "
-                                  f"{lines.index('') + 1}: every line up to the last is one "
-                                  "class, in label order")
-            value = lines
+            try:
+                value = class_name_lines(text, f"the class-name file {source}")
+            except ValueError as error:
+                raise _fail(path, str(error)) from None
     if not isinstance(value, list) or not value:
         raise _fail(path, f"classes must name a class-name file or be a non-empty list; "
                           f"{source} gives {type(value).__name__}")
     if not all(isinstance(name, str) and name.strip() for name in value):
         raise _fail(path, f"every class name in {source} must be a non-empty string")
-    names = tuple(name.strip() for name in value)
+    # Whitespace runs (a newline in a JSON name) as one space, as the demo's vocabulary.
+    names = tuple(" ".join(name.split()) for name in value)
+    control = [name for name in names if re.search(r"[\x00-\x08\x0e-\x1f\x7f]", name)]
+    if control:
+        raise _fail(path, f"class names {control[:3]} in {source} hold control characters "
+                          "(NUL, escape, ...); remove those characters")
     twice = sorted(name for name, count in Counter(names).items() if count > 1)
     if twice:
         raise _fail(path, f"{source} lists the classes {twice} more than once; per-class "
@@ -205,6 +226,9 @@ def _parse_split(path: str, entry: dict) -> FolderDataset:
         if not _NAME_PATTERN.fullmatch(value):
             raise _fail(path, f"{key} {value!r} may hold only letters, digits and _ . + - (it "
                               "names files and folders of the results)")
+        if len(value) > _MAX_NAME_LENGTH:
+            raise _fail(path, f"{key} {value[:20]!r}... has {len(value)} characters; give at most "
+                              f"{_MAX_NAME_LENGTH} (it names files and folders of the results)")
     classes = _class_names(path, base, entry["classes"])
     ignore = _integer(path, entry, "ignore_label", 255)
     offset = _integer(path, entry, "label_offset", 0)
@@ -212,9 +236,10 @@ def _parse_split(path: str, entry: dict) -> FolderDataset:
         raise _fail(path, f"label_offset {offset} is negative; it is what the files add to "
                           "every class index (0: none, 1: value 0 is unlabelled)")
     if 0 <= ignore < len(classes):
+        free = 255 if len(classes) < 255 else 65535  # 65535: 16-bit labels for > 255 classes
         hint = (f"; with label_offset {offset}, file values below {offset} are unlabelled "
-                "anyway: set ignore_label to a value no class uses, e.g. 255") if offset else \
-            ": set it to a value no class uses, e.g. 255"
+                f"anyway: set ignore_label to a value no class uses, e.g. {free}") if offset \
+            else f": set it to a value no class uses, e.g. {free}"
         raise _fail(path, f"ignore_label {ignore} is the index of class {classes[ignore]!r} of "
                           f"the {len(classes)} classes{hint}")
     unlabelled = entry.get("allow_unlabelled_images", False)
@@ -263,7 +288,7 @@ def read_folder_dataset_description(path: str) -> List[FolderDataset]:
         _check_keys(path, entry, own, f" in split {split!r}")
         merged = {**shared, **entry, "split": str(split), "name": f"{shared['name']}_{split}"}
         datasets.append(_parse_split(path, merged))
-    benchmarks = Counter(d.benchmark for d in datasets)
+    benchmarks = Counter(d.benchmark.casefold() for d in datasets)  # vis/<benchmark>/, any disk
     twice = sorted(b for b, count in benchmarks.items() if count > 1)
     if twice:
         raise _fail(path, f"several splits have the benchmark name {twice[0]!r}; give "
@@ -301,6 +326,29 @@ def _listed(keys: Iterable[str]) -> str:
     return ", ".join(keys[:_MAX_LISTED]) + more
 
 
+def _folder_problem(what: str, root: str) -> Optional[str]:
+    """Why the image or label folder ``root`` cannot be read (absent, a file), or None."""
+    if os.path.isdir(root):
+        return None
+    state = "is a file, not a folder" if os.path.exists(root) else "does not exist"
+    return f"the {what} folder {root} {state} (key {what}_dir: give the folder of the {what}s)"
+
+
+def check_folder_dataset_paths(names: Iterable[str]) -> None:
+    """Before any work: the image and label folders of the described datasets among ``names``
+    (others are ignored) exist and are folders; raises :class:`DatasetNotPreparedError` with
+    one line naming them. (Their contents are checked when a dataset is loaded.)"""
+    for name in names:
+        dataset = _registered.get(name)
+        if dataset is None:
+            continue
+        problems = [p for p in (_folder_problem("image", dataset.image_dir),
+                                _folder_problem("label", dataset.label_dir)) if p]
+        if problems:
+            raise DatasetNotPreparedError(
+                f"dataset {dataset.name!r} ({dataset.description_file}): {'; '.join(problems)}")
+
+
 def _pairs(dataset: FolderDataset) -> Tuple[Dict[str, str], Dict[str, str], List[str]]:
     """(images, labels, problems with the folders: absent or without a matching file)."""
     problems, found = [], []
@@ -308,8 +356,9 @@ def _pairs(dataset: FolderDataset) -> Tuple[Dict[str, str], Dict[str, str], List
         ("image", dataset.image_dir, dataset.image_suffix, dataset.label_dir),
         ("label", dataset.label_dir, dataset.label_suffix, dataset.image_dir),
     ):
-        if not os.path.isdir(root):
-            problems.append(f"the {what} folder {root} does not exist (key {what}_dir)")
+        problem = _folder_problem(what, root)
+        if problem:
+            problems.append(problem)
             found.append({})
             continue
         files = _files(root, suffix, other)
@@ -389,9 +438,12 @@ def _check_names_free(dataset: FolderDataset) -> None:
         raise _fail(dataset.description_file,
                     f"the dataset name {dataset.name!r} is already described by "
                     f"{owner.description_file}; choose another name")
-    builtin = _builtin_benchmarks()
+    # Compared ignoring case: vis/<benchmark>/ folders that differ in case only are one folder
+    # on macOS and Windows disks.
+    owners = {short.casefold(): owner for short, owner in
+              [*_short_names.items(), *_builtin_benchmarks().items()]}
     for key, short in (("name", dataset.name), ("benchmark", dataset.benchmark)):
-        taken = builtin.get(short) or _short_names.get(short, dataset.name)
+        taken = owners.get(short.casefold(), dataset.name)
         if taken != dataset.name:
             raise _fail(dataset.description_file,
                         f"the {key} {short!r} is already the short name of dataset {taken!r} "

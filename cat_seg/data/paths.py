@@ -15,3 +15,21 @@ def dataset_root(root: Optional[str] = None) -> str:
     if root is not None:
         return root
     return os.getenv(DATASETS_ENV) or default_dataset_root()
+
+
+def check_dataset_root(root: Optional[str] = None) -> str:
+    """The datasets root (:func:`dataset_root`) when it is a folder or does not exist yet (the
+    synthetic dataset is generated there); ``NotADirectoryError`` with one line naming it and
+    where it came from when it is a file."""
+    path = dataset_root(root)
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if os.path.exists(existing) and not os.path.isdir(existing):
+        source = "--root" if root is not None else (
+            f"${DATASETS_ENV}" if os.getenv(DATASETS_ENV) else "the default root")
+        where = "" if existing == os.path.abspath(path) else f" cannot be created: {existing}"
+        raise NotADirectoryError(f"the dataset root {path} ({source}){where} is a file, not a "
+                                 f"folder; set {DATASETS_ENV} to the folder that holds the "
+                                 "datasets (datasets/README.md)")
+    return path

@@ -7,6 +7,7 @@ pictures written per image (:func:`write_outputs`: overlay with a legend, label 
 maps). tools/demo.py's docstring describes the files. Nothing here prints: messages go to the
 ``logging`` logger ``cat_seg.demo.images`` or back to the caller.
 """
+import functools
 import glob
 import json
 import logging
@@ -31,13 +32,21 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # ---------------------------------------------------------------------------------- vocabulary
 
+# Characters no class name holds (whitespace such as a newline counts as a space instead).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+
 def _prompt_name(name: str) -> str:
-    """What identifies a class: its first synonym, lower-cased, whitespace collapsed."""
+    """The words a class is prompted and shown with: its first synonym, lower-cased, whitespace
+    collapsed."""
     return " ".join(name.split(",")[0].split()).lower()
 
 
 def check_vocabulary(names: Sequence[str], source: str) -> List[str]:
-    """``names`` stripped, or ``ValueError`` naming the empty or duplicate entries of ``source``."""
+    """``names`` with whitespace collapsed, or ``ValueError`` naming the empty entries of
+    ``source``, those with control characters, and the same name given twice (ignoring case and
+    spacing). Different names with the same first synonym (A-847's 'pot, flowerpot' and 'pot')
+    are kept, with a warning logged once."""
     if not names:
         raise ValueError(f"the vocabulary ({source}) is empty; give at least one class name")
     cleaned = [" ".join(str(name).split()) for name in names]
@@ -45,30 +54,62 @@ def check_vocabulary(names: Sequence[str], source: str) -> List[str]:
     if empty:
         raise ValueError(f"the vocabulary ({source}) has empty class names at position(s) "
                          f"{[i + 1 for i in empty]}; remove them (e.g. a doubled or trailing comma)")
+    control = [i for i, name in enumerate(cleaned) if CONTROL_CHARACTERS.search(name)]
+    if control:
+        raise ValueError(f"the vocabulary ({source}) has class names with control characters "
+                         f"(NUL, escape, ...) at position(s) {[i + 1 for i in control]}: "
+                         f"{[cleaned[i] for i in control][:3]}; remove those characters")
     first_seen: Dict[str, int] = {}
-    duplicates = []
+    prompted: Dict[str, int] = {}
+    duplicates, shared = [], []
     for i, name in enumerate(cleaned):
-        key = _prompt_name(name)
+        key = ", ".join(" ".join(part.split()) for part in name.lower().split(","))
         if key in first_seen:
             duplicates.append(f"{name!r} (positions {first_seen[key] + 1} and {i + 1})")
+        elif _prompt_name(name) in prompted:
+            j = prompted[_prompt_name(name)]
+            shared.append(f"{cleaned[j]!r} and {name!r} (positions {j + 1} and {i + 1})")
         first_seen.setdefault(key, i)
+        prompted.setdefault(_prompt_name(name), i)
     if duplicates:
         raise ValueError(f"the vocabulary ({source}) names a class twice: {', '.join(duplicates)}; "
                          "each class must appear once")
+    if shared:
+        # Distinct classes whose first synonym, the words the model is prompted with, is the
+        # same (A-847 has ten such pairs): allowed, said once per vocabulary.
+        _note_shared_prompts(source, tuple(shared))
     return cleaned
 
 
+@functools.lru_cache(maxsize=64)
+def _note_shared_prompts(source: str, shared: Tuple[str, ...]) -> None:
+    log.warning(f"the vocabulary ({source}) has {len(shared)} pair(s) of classes prompted with "
+                f"the same first synonym: {', '.join(shared[:3])}"
+                + (f" and {len(shared) - 3} more" if len(shared) > 3 else "")
+                + "; they score alike and a pixel goes to the first of a pair (put another "
+                "synonym first to tell them apart)")
+
+
 def parse_vocabulary(text: Optional[str] = None, file: Optional[str] = None) -> List[str]:
-    """The class names of ``--vocabulary`` (comma-separated) or ``--vocabulary-file`` (JSON list)."""
+    """The class names of ``--vocabulary`` (comma-separated) or ``--vocabulary-file`` (a JSON
+    list, or any other file one name per line: the class-name files of dataset descriptions)."""
+    from ..utils.paths import require_file
+
     if (text is None) == (file is None):
         raise ValueError("give the classes with exactly one of --vocabulary \"sky, tree, person\" "
                          "or --vocabulary-file classes.json")
     if text is not None:
         return check_vocabulary(text.split(","), f"--vocabulary {text!r}")
-    if not os.path.isfile(file):
-        raise FileNotFoundError(f"vocabulary file {file} does not exist")
+    require_file(file, "vocabulary file", 'give a JSON list of class names such as ["sky", '
+                 '"tree"], or a text file with one name per line')
+    if not file.lower().endswith(".json"):
+        from ..data.folder_dataset import class_name_lines
+
+        with open(file, encoding="utf-8") as f:
+            return check_vocabulary(class_name_lines(f.read(), f"vocabulary file {file}"),
+                                    f"vocabulary file {file}")
     try:
-        with open(file) as f:
+        with open(file, encoding="utf-8") as f:
             names = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"vocabulary file {file} is not valid JSON ({error}); it must hold a "
@@ -99,7 +140,8 @@ def find_images(inputs: Sequence[str]) -> List[str]:
             if not found:
                 raise FileNotFoundError(f"pattern {item!r} matches no file")
         else:
-            raise FileNotFoundError(f"image {item} does not exist")
+            raise FileNotFoundError(f"image {item} does not exist; give image files, folders "
+                                    "of images or glob patterns ('photos/*.jpg')")
         paths.extend(found)
     unique = list(dict.fromkeys(os.path.normpath(p) for p in paths))
     if not unique:
@@ -135,18 +177,27 @@ def read_demo_image(path: str) -> Tuple[np.ndarray, int]:
     return image.pixels, image.exif_orientation
 
 
+# What the demo appends to an image's output name (the longest: its probability folder).
+_LONGEST_SUFFIX = "_probabilities"
+
+
 def output_names(paths: Sequence[str]) -> List[str]:
-    """One output name per image: its file stem, with ``_2``, ``_3``... when stems repeat."""
-    names, counts = [], {}
-    for path in paths:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        counts[stem] = counts.get(stem, 0) + 1
-        names.append(stem if counts[stem] == 1 else f"{stem}_{counts[stem]}")
-    return names
+    """One output name per image: its file stem made a valid file name
+    (:func:`cat_seg.utils.file_names.unique_names`: awkward characters replaced, long names cut
+    with a hash), with ``_2``, ``_3``... when names repeat (also in another case)."""
+    from ..utils.file_names import MAX_NAME_BYTES, unique_names
+
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    return unique_names(stems, MAX_NAME_BYTES - len(_LONGEST_SUFFIX), fallback="image")
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", name.split(",")[0]).strip("_").lower() or "class"
+    """A class's first synonym as a file name part: lower case, runs of anything but letters
+    (of any script) and digits as ``_``, at most 200 bytes."""
+    from ..utils.file_names import safe_name
+
+    slug = re.sub(r"[\W_]+", "_", name.split(",")[0]).strip("_").lower()
+    return safe_name(slug, 200, fallback="class") if slug else "class"
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -288,9 +339,10 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] 
         weights = fetch_ahs_weights(os.fspath(weights), sha256)
 
     config_file = resolve_repo_path(os.fspath(config_file))
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file} does not exist (configs/ lists the "
-                                "shipped ones; a training run saved its own as OUTPUT_DIR/config.yaml)")
+    from ..config import CONFIG_FILE_FIX
+    from ..utils.paths import require_file
+
+    require_file(config_file, "config file", CONFIG_FILE_FIX)
     overrides = list(TEST_PROTOCOL) + list(opts)
     if device:
         overrides += ["MODEL.DEVICE", device]
@@ -299,6 +351,18 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] 
     if allow_unexpected_weights:
         overrides += ["MODEL.ALLOW_UNEXPECTED_WEIGHTS", "True"]
     return register_config_folder_datasets(build_config(config_file, overrides))
+
+
+def check_weights_file(path: str) -> str:
+    """The weights file ``path`` (found from the current folder, then the repository); raises
+    ``ValueError`` for none, ``OSError`` (one line, with the fix) when it is absent or a folder."""
+    from ..utils.paths import require_file, resolve_repo_path
+
+    if not path:
+        raise ValueError("no weights given: pass --weights OUTPUT_DIR/model_final.pth (a checkpoint "
+                         "train_net.py / run_ahs.sh wrote) or set MODEL.WEIGHTS in the config")
+    return require_file(resolve_repo_path(path), "weights file", "train first (run_ahs.sh) or "
+                        "pass the path of a checkpoint (OUTPUT_DIR/model_final.pth)")
 
 
 def load_weights(model: torch.nn.Module, path: str, allow_unexpected: bool = False) -> List[str]:
@@ -312,15 +376,8 @@ def load_weights(model: torch.nn.Module, path: str, allow_unexpected: bool = Fal
     only a missing path gets the demo's own advice.
     """
     from ..engine import AtomicCheckpointer
-    from ..utils.paths import resolve_repo_path
 
-    if not path:
-        raise ValueError("no weights given: pass --weights OUTPUT_DIR/model_final.pth (a checkpoint "
-                         "train_net.py / run_ahs.sh wrote) or set MODEL.WEIGHTS in the config")
-    path = resolve_repo_path(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file {path} does not exist; train first (run_ahs.sh) or "
-                                "pass the path of a checkpoint (OUTPUT_DIR/model_final.pth)")
+    path = check_weights_file(path)
     checkpointer = AtomicCheckpointer(model, allow_unexpected=allow_unexpected)
     checkpointer.load(path)
     if checkpointer.ignored_keys:
@@ -340,6 +397,10 @@ def build_demo_model(cfg) -> Tuple[torch.nn.Module, List[str]]:
     checkpoint keys it ignored (MODEL.ALLOW_UNEXPECTED_WEIGHTS)."""
     from detectron2.modeling import build_model
 
+    from ..config import check_config_paths
+
+    check_weights_file(cfg.MODEL.WEIGHTS)  # before the model is built
+    check_config_paths(cfg)
     model = build_model(cfg)
     ignored = load_weights(model, cfg.MODEL.WEIGHTS,
                            allow_unexpected=cfg.MODEL.ALLOW_UNEXPECTED_WEIGHTS)

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from typing import Optional
+from urllib.parse import quote
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -31,13 +32,15 @@ from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, inference
 from detectron2.utils import comm
 from tqdm import tqdm
 
-from ..config import build_config_or_explain
+from ..config import build_config_or_explain, check_config_paths
 from ..data import ALL_BENCHMARK_DATASETS
 from ..data.folder_dataset import folder_benchmark_datasets, register_config_folder_datasets
 from ..data.label_io import read_image_rgb, read_record_label
+from ..data.paths import check_dataset_root
 from ..evaluation.generalized import format_generalized_table
 from ..evaluation.zero_shot import dense_zero_shot
-from ..utils.paths import check_output_dir
+from ..utils.file_names import MAX_NAME_BYTES, unique_names
+from ..utils.paths import check_output_dir, require_file
 from ..utils.results_folder import (FolderInUseError, RunRecord, file_fingerprint, folder_lock,
                                     read_status, retire_previous_results, write_atomic,
                                     write_status)
@@ -63,10 +66,12 @@ class VisualizationWriter(DatasetEvaluator):
         self.meta = MetadataCatalog.get(dataset_name)
         self.output_dir, self.count, self.written = output_dir, count, 0
         self.pictures = []  # file names written, in order
+        self._taken = set()  # their names, case-folded: two images never share a picture
 
     def reset(self):
         self.written = 0
         self.pictures = []
+        self._taken = set()
 
     def process(self, inputs, outputs):
         if not comm.is_main_process():
@@ -81,7 +86,11 @@ class VisualizationWriter(DatasetEvaluator):
             panel = comparison_panel(image, prediction, self.meta.stuff_classes, gt,
                                      ignore_label=self.meta.ignore_label)
             os.makedirs(self.output_dir, exist_ok=True)
-            stem = os.path.splitext(os.path.basename(inp["file_name"]))[0]
+            # The image's file stem as a valid name; images of the same stem in two folders
+            # (or differing in case only) get _2, _3, ...
+            stem = unique_names([os.path.splitext(os.path.basename(inp["file_name"]))[0]],
+                                MAX_NAME_BYTES - len("..png.tmp.1234567"), fallback="image",
+                                taken=self._taken)[0]
             path = os.path.join(self.output_dir, f"{stem}.png")
             temporary = os.path.join(self.output_dir, f".{stem}.png.tmp.{os.getpid()}")
             panel.save(temporary, format="PNG")
@@ -174,7 +183,7 @@ def write_vis_index(vis_dir: str, pictures, record: Optional[RunRecord], done) -
     lines = ["Comparison pictures (image | ground truth | prediction).", ""]
     lines += [f"- {line}" for line in (record.lines(done) if record else [])]
     for name, files in pictures.items():
-        lines += ["", f"## {name}", ""] + [f"- [{f}]({name}/{f})" for f in files]
+        lines += ["", f"## {name}", ""] + [f"- [{f}]({quote(name)}/{quote(f)})" for f in files]
     os.makedirs(vis_dir, exist_ok=True)
     write_atomic(os.path.join(vis_dir, "index.md"), "\n".join(lines) + "\n")
 
@@ -329,10 +338,11 @@ def check_before_evaluation(args) -> None:
     results are moved: the weights file, the config (with the test protocol), the output folder
     and, unless ``skip_missing``, the benchmarks. Raises ``OSError`` / ``ValueError`` with one
     line (missing benchmarks are listed on stderr first)."""
-    if not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"weights file {args.weights} does not exist; train first "
-                                "(run_ahs.sh) or pass the path of a checkpoint")
+    require_file(args.weights, "weights file", "train first (run_ahs.sh) or pass the path of a "
+                 "checkpoint (OUTPUT_DIR/model_final.pth)")
     cfg = build_config_or_explain(args.config_file, TEST_PROTOCOL + args.opts)
+    check_config_paths(cfg, weights=False)  # --weights replaces MODEL.WEIGHTS
+    check_dataset_root()
     register_config_folder_datasets(cfg)  # a bad dataset description stops here, in one line
     check_output_dir(args.output, "output folder")
     if not args.skip_missing:

@@ -27,8 +27,9 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import build_config, build_config_or_explain
-from ..data.folder_dataset import register_config_folder_datasets
+from ..config import build_config, build_config_or_explain, check_config_paths
+from ..data.folder_dataset import check_folder_dataset_paths, register_config_folder_datasets
+from ..data.paths import check_dataset_root
 from ..utils.console import console_for_run, prepare_entry_point
 from ..utils.paths import check_output_dir, resolve_repo_path
 from ..utils.results_folder import (FolderInUseError, RunRecord, file_fingerprint, folder_lock,
@@ -170,12 +171,12 @@ def check_before_launch(args):
         raise ValueError("--eval-only without weights would evaluate an untrained model: pass "
                          "MODEL.WEIGHTS OUTPUT_DIR/model_final.pth (or --resume with a run's "
                          "OUTPUT_DIR)")
-    if cfg.MODEL.WEIGHTS and not resuming and "://" not in cfg.MODEL.WEIGHTS \
-            and not os.path.isfile(cfg.MODEL.WEIGHTS):
-        raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist; pass the "
-                                "path of a checkpoint train_net.py wrote "
-                                "(OUTPUT_DIR/model_final.pth), or leave it empty to start from "
-                                "the CLIP weights")
+    # MODEL.WEIGHTS, CLIP_WEIGHTS, $DETECTRON2_DATASETS and the folders of the described
+    # datasets this run reads: absent, or a file where a folder belongs (and vice versa).
+    check_config_paths(cfg, weights=not resuming)
+    check_dataset_root()
+    check_folder_dataset_paths(list(cfg.DATASETS.TEST) + ([] if args.eval_only
+                                                           else list(cfg.DATASETS.TRAIN)))
     return cfg
 
 

@@ -7,6 +7,7 @@ device. At ``evaluate()`` the per-process matrices are summed over all processes
 metrics by :func:`cat_seg.evaluation.metrics.compute_metrics`.
 """
 import csv
+import io
 import logging
 import os
 from collections import Counter, OrderedDict
@@ -217,10 +218,19 @@ class SemSegEvaluator(DatasetEvaluator):
             writer.writerow(["class"] + (["group"] if groups else []) +
                             ["IoU", "ACC", "gt_pixels", "pred_pixels"])
             for i, name in enumerate(self.class_names):
-                writer.writerow([name] + ([groups[i]] if groups else []) + [
+                row = [name] + ([groups[i]] if groups else []) + [
                     _fmt(m.iou[i]), _fmt(m.acc[i]),
                     int(m.gt_pixels[i]), int(m.pred_pixels[i]),
-                ])
+                ]
+                if "#" in name:  # quoted: a reader's comment="#" would cut the row there
+                    line = io.StringIO()
+                    csv.writer(line).writerow(row)
+                    text = line.getvalue()
+                    if not text.startswith('"'):
+                        text = '"' + name.replace('"', '""') + '"' + text[len(name):]
+                    f.write(text)
+                else:
+                    writer.writerow(row)
 
 
 def _fmt(value: float) -> str:

@@ -58,6 +58,23 @@ def cache_dir() -> str:
     return os.path.join(base, "ahs-seg")
 
 
+def check_cache_dir(root: Optional[str] = None) -> str:
+    """The cache folder (``root``, else :func:`cache_dir`) when it is a folder or can be made;
+    ``NotADirectoryError`` with one line naming it, the variable it came from and the fix when
+    it or a folder on its way is a file."""
+    root = root or cache_dir()
+    existing = os.path.abspath(root)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if os.path.exists(existing) and not os.path.isdir(existing):
+        source = (f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else
+                  "$XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "~/.cache")
+        where = "" if existing == os.path.abspath(root) else f" cannot be created: {existing}"
+        raise NotADirectoryError(f"the download cache {root} ({source}){where} is a file, not a "
+                                 f"folder; set {CACHE_ENV} to a folder for the downloads")
+    return root
+
+
 # Hugging Face repositories other than models are named with their kind first.
 HF_REPO_KINDS = ("spaces/", "datasets/")
 
@@ -229,11 +246,13 @@ def fetch_weights(source: str, sha256: Optional[str] = None, *, cache: Optional[
     if url is None:
         path = resolve_repo_path(source)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"weights file {source} does not exist; pass a local file, "
+            state = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+            raise FileNotFoundError(f"weights file {source} {state}; pass a local file, "
                                     "an http(s):// URL or hf://owner/name/file")
         if expected is not None:
             verify_sha256(path, expected, what=path)
         return path
+    check_cache_dir(cache)
     path = cache_path(url, cache)
     record = path + ".sha256"
     if os.path.isfile(path):

@@ -3,6 +3,47 @@ import os
 import tempfile
 
 
+def require_file(path: str, what: str, fix: str) -> str:
+    """``path`` when it is a file (to be read); else ``FileNotFoundError`` /
+    ``IsADirectoryError`` with one line: ``{what} {path}`` does not exist / is a folder, not a
+    file, then ``fix`` (what to give instead)."""
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file; {fix}")
+    if os.path.exists(path):
+        raise FileNotFoundError(f"{what} {path} is not a regular file; {fix}")
+    raise FileNotFoundError(f"{what} {path} does not exist; {fix}")
+
+
+def require_folder(path: str, what: str, fix: str) -> str:
+    """``path`` when it is a folder (to be read); else ``FileNotFoundError`` /
+    ``NotADirectoryError`` with one line naming it, what it is instead and ``fix``."""
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise NotADirectoryError(f"{what} {path} is a file, not a folder; {fix}")
+    raise FileNotFoundError(f"{what} {path} does not exist; {fix}")
+
+
+def check_output_file(path: str, what: str) -> str:
+    """Before any work: ``path`` can become a file (it is not a folder, and no parent on its way
+    is a file). Raises ``OSError`` with one line naming it and the fix; returns ``path``. The
+    missing parent folders are made when the file is written."""
+    if not path:
+        raise OSError(f"the {what} is empty; give a file name")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"the {what} {path} is a folder, not a file; give a file name "
+                                f"(e.g. {os.path.join(path, 'out')}...)")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise NotADirectoryError(f"the {what} {path} cannot be created: {parent} is a file, not "
+                                 "a folder; choose another path")
+    return path
+
+
 def check_output_dir(path: str, what: str = "output folder") -> str:
     """Create ``path`` (and its parents) and make sure files can be written in it.
 

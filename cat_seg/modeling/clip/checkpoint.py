@@ -49,6 +49,25 @@ class WeightsSource:
     std: Tuple[float, ...] = OPENAI_DATASET_STD
 
 
+def check_clip_weights_path(weights: str) -> None:
+    """Raise (one line, naming the key and the fix) when ``MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS``
+    names a file that is absent or a folder: a value with a path separator or a checkpoint
+    suffix, or one that exists on disk. ``random`` and open_clip tags pass (checked when the
+    model is built); so does a file."""
+    if weights == RANDOM_WEIGHTS or not weights:
+        return
+    path = resolve_repo_path(weights)
+    if os.path.isfile(path):
+        return
+    fix = "pass a checkpoint file, an open_clip pretrained tag such as 'openai', or 'random'"
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"CLIP checkpoint {weights} (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS) is "
+                                f"a folder, not a file; {fix}")
+    if os.sep in path or path.endswith(_CHECKPOINT_SUFFIXES):
+        raise FileNotFoundError(f"CLIP checkpoint file not found: {weights!r} "
+                                f"(MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS) does not exist; {fix}")
+
+
 def resolve_weights(architecture: CLIPArchitecture, weights: str) -> WeightsSource:
     """Resolve ``MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS`` for ``architecture`` (downloads a tag if needed)."""
     if weights == RANDOM_WEIGHTS:
@@ -57,11 +76,7 @@ def resolve_weights(architecture: CLIPArchitecture, weights: str) -> WeightsSour
     weights = resolve_repo_path(weights)
     if os.path.isfile(weights):
         return WeightsSource(weights, quick_gelu=is_torchscript_archive(weights))
-    if os.sep in weights or weights.endswith(_CHECKPOINT_SUFFIXES):
-        raise FileNotFoundError(
-            f"CLIP checkpoint file not found: {weights!r} (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS). Pass an "
-            f"existing file, an open_clip pretrained tag such as 'openai', or 'random'."
-        )
+    check_clip_weights_path(weights)
     name = architecture.open_clip_name
     if name is None:
         raise ValueError(
