@@ -28,6 +28,21 @@ def test_bad_choice_names_the_variable(monkeypatch):
         reuse_freed_memory()
 
 
+# A probe for a fresh process: in_heap() is True when a 64 MiB block comes from the heap (below
+# its break) rather than from a fresh mmap, i.e. when glibc keeps freed memory for reuse.
+IN_HEAP = (
+    "import ctypes\n"
+    "libc = ctypes.CDLL(None)\n"
+    "libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p\n"
+    "libc.malloc.argtypes = (ctypes.c_size_t,); libc.sbrk.argtypes = (ctypes.c_ssize_t,)\n"
+    "def in_heap():\n"
+    "    block = libc.malloc(64 << 20)\n"
+    "    inside = block < libc.sbrk(0)\n"
+    "    libc.free(ctypes.c_void_p(block))\n"
+    "    return inside\n"
+)
+
+
 @pytest.mark.skipif(not _is_glibc(), reason="the settings exist in glibc only")
 def test_large_blocks_come_from_the_heap_after_the_call():
     # In a fresh process: a 64 MiB block is mmapped by default (its address far from the heap's
@@ -35,14 +50,7 @@ def test_large_blocks_come_from_the_heap_after_the_call():
     script = (
         "import ctypes, sys\n"
         "from cat_seg.utils.allocator import reuse_freed_memory\n"
-        "libc = ctypes.CDLL(None)\n"
-        "libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p\n"
-        "libc.malloc.argtypes = (ctypes.c_size_t,); libc.sbrk.argtypes = (ctypes.c_ssize_t,)\n"
-        "def in_heap():\n"
-        "    block = libc.malloc(64 << 20)\n"
-        "    inside = block < libc.sbrk(0)\n"
-        "    libc.free(ctypes.c_void_p(block))\n"
-        "    return inside\n"
+        + IN_HEAP +
         "before = in_heap()\n"
         "applied = reuse_freed_memory()\n"
         "print(before, applied, in_heap())\n")
@@ -60,14 +68,7 @@ def test_the_library_leaves_malloc_alone_and_entry_points_pass_it_on():
         "import ctypes, os\n"
         "import cat_seg\n"
         "from cat_seg.utils.console import prepare_entry_point\n"
-        "libc = ctypes.CDLL(None)\n"
-        "libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p\n"
-        "libc.malloc.argtypes = (ctypes.c_size_t,); libc.sbrk.argtypes = (ctypes.c_ssize_t,)\n"
-        "def in_heap():\n"
-        "    block = libc.malloc(64 << 20)\n"
-        "    inside = block < libc.sbrk(0)\n"
-        "    libc.free(ctypes.c_void_p(block))\n"
-        "    return inside\n"
+        + IN_HEAP +
         "cat_seg.build_config('configs/synthetic/quickstart.yaml')\n"
         "library = in_heap()\n"
         "prepare_entry_point(console=False)\n"
