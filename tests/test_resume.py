@@ -245,3 +245,32 @@ def test_ctrl_c_then_resume_with_changes_through_the_command_line(tmp_path):
     history = (output / "config_history.yaml").read_text()
     assert "SOLVER.MAX_ITER" in history and "now: %d" % (reached + 1) in history
     assert (output / "config.yaml").read_text() == saved and _tagged(output) == last
+
+
+def test_sigterm_during_training_ends_like_ctrl_c(tmp_path, monkeypatch):
+    # A scheduler's SIGTERM inside the training loop becomes the one-line "stopped by SIGTERM
+    # ...; --resume continues from ..." (TrainingInterrupted), and the process's own SIGTERM
+    # handler is back afterwards.
+    from detectron2.engine import DefaultTrainer
+    from cat_seg.engine.trainer import (Terminated, Trainer, TrainingInterrupted,
+                                        sigterm_stops_training)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated):
+        with sigterm_stops_training():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs at the next bytecode; never reached
+    assert signal.getsignal(signal.SIGTERM) is before
+
+    (tmp_path / "last_checkpoint").write_text("model_0000009.pth")
+    trainer = Trainer.__new__(Trainer)
+    trainer.iter, trainer.max_iter = 12, 500
+    trainer.cfg = type("Cfg", (), {"OUTPUT_DIR": str(tmp_path)})()
+    monkeypatch.setattr(DefaultTrainer, "train",
+                        lambda self: os.kill(os.getpid(), signal.SIGTERM) or time.sleep(1))
+    with pytest.raises(TrainingInterrupted) as stopped:
+        trainer.train()
+    assert str(stopped.value) == (
+        f"training stopped by SIGTERM at iteration 12 of 500; `--resume` (RESUME=1 for "
+        f"run_ahs.sh) continues from {tmp_path / 'model_0000009.pth'}")
+    assert signal.getsignal(signal.SIGTERM) is before

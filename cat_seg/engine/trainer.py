@@ -6,8 +6,11 @@ DDP (:func:`wrap_ddp`), the AMP step (:class:`cat_seg.engine.MixedPrecisionTrain
 checkpoints, and registers :class:`cat_seg.engine.ModelIterationHook` first.
 ``train_net.py`` (or ``ahs-train``) runs it through :mod:`cat_seg.engine.launch`.
 """
+import contextlib
 import logging
 import os
+import signal
+import threading
 import weakref
 
 import torch
@@ -101,7 +104,33 @@ def interrupted_message(output_dir: str, iteration=None, max_iter=None) -> str:
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped by Ctrl-C (KeyboardInterrupt); the message says how to continue."""
+    """Training stopped by Ctrl-C (KeyboardInterrupt) or SIGTERM; the message says how to
+    continue."""
+
+
+class Terminated(BaseException):
+    """SIGTERM during training (a scheduler's preemption or time limit, ``kill``). A
+    BaseException, as KeyboardInterrupt, so that no ``except Exception`` swallows it."""
+
+
+@contextlib.contextmanager
+def sigterm_stops_training():
+    """While training, SIGTERM raises :class:`Terminated` in the main thread, so the run ends
+    with the same one-line "interrupted; --resume continues from ..." as Ctrl-C instead of dying
+    without a word. The previous handler comes back afterwards (nothing changes outside the
+    training loop); elsewhere than the main thread signals cannot be handled: nothing is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Trainer(DefaultTrainer):
@@ -142,13 +171,16 @@ class Trainer(DefaultTrainer):
         return [ModelIterationHook()] + super().build_hooks()
 
     def train(self):
-        """DefaultTrainer.train; Ctrl-C raises :class:`TrainingInterrupted` naming the
-        iteration and the checkpoint ``--resume`` continues from, instead of a traceback."""
+        """DefaultTrainer.train; Ctrl-C or SIGTERM raises :class:`TrainingInterrupted` naming
+        the iteration and the checkpoint ``--resume`` continues from, instead of a traceback."""
         try:
-            return super().train()
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(interrupted_message(
-                self.cfg.OUTPUT_DIR, self.iter, self.max_iter)) from None
+            with sigterm_stops_training():
+                return super().train()
+        except (KeyboardInterrupt, Terminated) as stop:
+            message = interrupted_message(self.cfg.OUTPUT_DIR, self.iter, self.max_iter)
+            if isinstance(stop, Terminated):
+                message = message.replace("training interrupted", "training stopped by SIGTERM")
+            raise TrainingInterrupted(message) from None
 
     @classmethod
     def build_optimizer(cls, cfg, model):
