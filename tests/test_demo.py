@@ -303,5 +303,5 @@ def test_a_long_vocabulary_gets_a_note(tiny_run, tmp_path, monkeypatch):
     notes = []
     demo_images.run_demo(seg, [str(root / "images" / "wide.png")], ["sky", "road", "tree"],
                          str(tmp_path), progress=False, report=notes.append)
-    assert any(n.startswith("3 class names: the model compares every pixel with every name")
+    assert any(n.startswith("3 class names: every pixel is compared with every name")
                for n in notes)

@@ -305,11 +305,12 @@ def vocabulary_note(class_names: Sequence[str]) -> Optional[str]:
 
     if len(class_names) < LARGE_VOCABULARY:
         return None
-    return (f"{len(class_names)} class names: the model compares every pixel with every name at "
-            "once (CAT-Seg's class aggregation needs them all), so its memory grows with the "
-            "number of names; the text encoder and the label map take them a chunk at a time, "
-            "the sliding window's views go through the model one at a time. If memory runs "
-            "out, split the names into several runs.")
+    return (f"{len(class_names)} class names: every pixel is compared with every name (CAT-Seg's "
+            "class aggregation needs them all), so memory and time grow with the number of "
+            "names; the text encoder, the head and the label map take them about a thousand at a "
+            "time and the sliding window's views go through the model one at a time, so memory "
+            "grows by such chunks, not all at once. If memory runs out, split the names into "
+            "several runs.")
 
 
 # ---------------------------------------------------------------------------------- model

@@ -8,14 +8,16 @@
       -> decoder guided by intermediate CLIP layers          (B,T,4h,4w) logits
       -> [classes that were not kept: logit -100]
 
-Every part but the class aggregation treats each class on its own, so at inference (no autograd)
-the spatial aggregation and the decoder run :data:`INFERENCE_CLASS_CHUNK` classes at a time: the
-memory of a long vocabulary grows by chunks of classes, not by the decoder's full-resolution
-activations of all of them at once. The class aggregation, which mixes the classes, sees them all.
+At inference (no autograd) a long vocabulary goes through in pieces of about
+:data:`INFERENCE_CLASS_CHUNK` classes' worth: the spatial aggregation and the decoder treat each
+class on its own and run that many classes at a time; the class aggregation mixes all classes but
+at each position on its own, so it runs groups of positions. Memory then grows by such pieces, not
+by every temporary of every name at once; the logits are the same.
 
 Parameter shapes are CAT-Seg's, so its checkpoints convert by renaming alone
 (``tools/convert_checkpoint.py``).
 """
+import functools
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -65,11 +67,13 @@ class AggregationLayer(nn.Module):
 
         ``run(block, *inputs)`` runs each Swin block and the class aggregation (default: a call);
         the head passes its activation checkpointing here. ``class_chunk``: the spatial
-        aggregation (per class) runs that many classes at a time (None: all at once).
+        aggregation (per class) runs that many classes at a time, the class aggregation groups
+        of positions holding about as much (None: all at once).
         """
         x = in_class_chunks(lambda part: self.spatial(part, appearance_guidance, run=run), x,
                             class_chunk)
-        return run(self.classwise, x, text_guidance) if run else self.classwise(x, text_guidance)
+        classwise = functools.partial(self.classwise, class_chunk=class_chunk)
+        return run(classwise, x, text_guidance) if run else classwise(x, text_guidance)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()

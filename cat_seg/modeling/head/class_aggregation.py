@@ -6,7 +6,8 @@ also see the projected text embeddings ("text guidance"). The sequence has no or
 is permutation-equivariant in the classes. The vocabulary size varies; CAT-Seg pads it to a
 fixed length with learned tokens so that training and testing see sequences of the same length.
 """
-from typing import Sequence
+import math
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -88,11 +89,16 @@ class ClassAggregation(nn.Module):
         else:
             self.padding_tokens = self.padding_guidance = None
 
-    def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor,
+                class_chunk: Optional[int] = None) -> torch.Tensor:
         """
         Args:
             x: (B, T, C, h, w) cost features.
             guidance: (B, T, G) projected text guidance.
+            class_chunk: for T > class_chunk, the positions go through the layer in
+                ``ceil(T / class_chunk)`` groups. Attention runs along the classes at each
+                position on its own, so the result is the same; the layer's temporaries (its
+                4x-wide MLP above all) then hold about class_chunk classes' worth at a time.
 
         Returns:
             (B, T, C, h, w).
@@ -109,9 +115,19 @@ class ClassAggregation(nn.Module):
                 B, padding, -1)], dim=1)
         length = T + max(padding, 0)
         tokens = pooled.permute(0, 3, 4, 1, 2).reshape(B, Hp * Wp, length, C)
-        tokens = tokens + self.attn(self.norm1(tokens), guidance)
-        tokens = tokens + self.mlp(self.norm2(tokens))
+        groups = 1 if class_chunk is None else min(Hp * Wp, math.ceil(T / class_chunk))
+        if groups > 1:
+            step = math.ceil(Hp * Wp / groups)
+            tokens = torch.cat([self._across_classes(tokens[:, start:start + step], guidance)
+                                for start in range(0, Hp * Wp, step)], dim=1)
+        else:
+            tokens = self._across_classes(tokens, guidance)
         tokens = tokens.view(B, Hp, Wp, length, C)[:, :, :, :T].permute(0, 3, 4, 1, 2)
         update = F.interpolate(tokens.reshape(B * T, C, Hp, Wp), size=(H, W), mode="bilinear",
                                align_corners=True)
         return x + update.view(B, T, C, H, W)
+
+    def _across_classes(self, tokens: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """(B, S, L, C) tokens at S positions -> the pre-norm transformer layer along L."""
+        tokens = tokens + self.attn(self.norm1(tokens), guidance)
+        return tokens + self.mlp(self.norm2(tokens))
