@@ -27,17 +27,25 @@ cd "$AHS_REPO_DIR"
 PREFIX="${PREFIX:-vitb_384_ahs}"
 ABLATIONS="${ABLATIONS:-baseline hpa_only sdr_only afr_only full}"
 SEEDS="${SEEDS:-}"
-source tools/bootstrap.sh
 
+if [ -e "$CONFIG_DIR" ] && [ ! -d "$CONFIG_DIR" ]; then
+    echo "run_ahs_ablations.sh: CONFIG_DIR $CONFIG_DIR is a file, not a folder; set CONFIG_DIR to the folder that holds ${PREFIX}_<name>.yaml (default configs/ablations)" >&2
+    exit 2
+fi
 configs=()
 for name in $ABLATIONS; do
     config="$CONFIG_DIR/${PREFIX}_${name}.yaml"
+    if [ -d "$config" ]; then
+        echo "run_ahs_ablations.sh: config file $config is a folder, not a file; set CONFIG_DIR and PREFIX so that <CONFIG_DIR>/<PREFIX>_<name>.yaml are files" >&2
+        exit 2
+    fi
     if [ ! -f "$config" ]; then
         echo "run_ahs_ablations.sh: config file $config does not exist (check CONFIG_DIR, PREFIX, ABLATIONS)" >&2
         exit 2
     fi
     configs+=("$config")
 done
+source tools/bootstrap.sh
 
 run_one() {  # run_one CONFIG OUTPUT [KEY VALUE ...]
     local config="$1" out="$2"

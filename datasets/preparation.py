@@ -11,11 +11,14 @@ module gives them the same behaviour:
   the official counts (``--expect KEY=N`` overrides one, e.g. for a subset), names missing
   source folders with the download that provides them, lists failed files, checks that every
   image and its label have the same size (listing the pairs that differ), and sets the exit
-  status (0 only when every check passed).
+  status (0 only when every check passed);
+* **one-line stops**: a bad argument (``--root`` not a folder, ``--expect``...) stops the script
+  with one line starting ``[prepare DATASET]`` (:func:`entry_point`), as the other entry points'.
 
 Only numpy, Pillow, scipy and tqdm are needed; the scripts do not import ``cat_seg``.
 """
 import argparse
+import functools
 import os
 import sys
 from collections import Counter
@@ -63,6 +66,23 @@ def build_parser(description: str, expected: Dict[str, int]) -> argparse.Argumen
         "repeatable, e.g. for a partial download",
     )
     return parser
+
+
+def entry_point(dataset: str) -> Callable:
+    """Decorates a script's ``main``: the lines it stops with (``SystemExit`` with a message)
+    start with ``[prepare DATASET]``, as every entry point's do (``[demo] ...``, ``[eval] ...``);
+    ``DATASET`` is the script's name in ``ahs-seg prepare``."""
+    def decorate(main: Callable) -> Callable:
+        @functools.wraps(main)
+        def run(argv=None):
+            try:
+                return main(argv)
+            except SystemExit as stop:
+                if isinstance(stop.code, str):  # argparse's own exits carry a number
+                    raise SystemExit(f"[prepare {dataset}] {stop.code}") from None
+                raise
+        return run
+    return decorate
 
 
 def checked_root(args: argparse.Namespace) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 
 from preparation import (
     Summary, Task, build_parser, check_pair_sizes, check_values, checked_root, count_files,
-    expected_counts, read_index_map, run_tasks, write_png_label,
+    entry_point, expected_counts, read_index_map, run_tasks, write_png_label,
 )
 
 OFFICIAL_COUNTS = {"validation": 2000}
@@ -37,6 +37,7 @@ def convert(task: Task) -> None:
     write_png_label(LUT[label], task.outputs[0])
 
 
+@entry_point("ade20k-150")
 def main(argv=None) -> int:
     args = build_parser(__doc__, OFFICIAL_COUNTS).parse_args(argv)
     expected = expected_counts(args, OFFICIAL_COUNTS)

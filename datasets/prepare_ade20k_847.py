@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from preparation import (
-    check_pair_sizes, checked_root,
+    check_pair_sizes, checked_root, entry_point,
     Summary, Task, build_parser, count_files, expected_counts, run_tasks, write_jpeg,
     write_tiff_label,
 )
@@ -221,6 +221,7 @@ def is_validation(filename: str) -> bool:
     return len(parts) > 1 and parts[1] == "val"
 
 
+@entry_point("ade20k-847")
 def main(argv=None) -> int:
     args = build_parser(__doc__, OFFICIAL_COUNTS).parse_args(argv)
     expected = expected_counts(args, OFFICIAL_COUNTS)

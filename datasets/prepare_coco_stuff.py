@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 
 from preparation import (
-    check_pair_sizes, checked_root,
+    check_pair_sizes, checked_root, entry_point,
     Summary, Task, build_parser, check_values, count_files, expected_counts, read_index_map,
     run_tasks, write_png_label,
 )
@@ -56,6 +56,7 @@ def convert(task: Task, lut: np.ndarray) -> None:
     write_png_label(lut[label], task.outputs[0])
 
 
+@entry_point("coco-stuff")
 def main(argv=None) -> int:
     parser = build_parser(__doc__, OFFICIAL_COUNTS)
     parser.add_argument(

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.io
 
 from preparation import (
-    check_pair_sizes, checked_file, checked_root,
+    check_pair_sizes, checked_file, checked_root, entry_point,
     Summary, Task, build_parser, check_values, count_files, expected_counts, read_id_list,
     run_tasks, write_png_label, write_tiff_label,
 )
@@ -77,6 +77,7 @@ def convert(task: Task) -> dict:
     return {"unlabelled pixels": int(np.count_nonzero(label == 0))}
 
 
+@entry_point("pascal-context")
 def main(argv=None) -> int:
     parser = build_parser(__doc__, OFFICIAL_COUNTS)
     parser.add_argument(

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from preparation import (
-    check_pair_sizes, checked_root,
+    check_pair_sizes, checked_root, entry_point,
     Summary, Task, build_parser, check_values, count_files, expected_counts, read_id_list,
     read_index_map, run_tasks, write_png_label,
 )
@@ -55,6 +55,7 @@ def convert(task: Task) -> dict:
     return {"maps without a labelled pixel (not written)": empty}
 
 
+@entry_point("voc")
 def main(argv=None) -> int:
     args = build_parser(__doc__, OFFICIAL_COUNTS).parse_args(argv)
     expected = expected_counts(args, OFFICIAL_COUNTS)

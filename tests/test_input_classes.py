@@ -597,6 +597,67 @@ def test_the_same_place_with_a_good_path_passes_its_check(place, context, run_co
     assert not complaints, complaints
 
 
+def test_a_root_under_a_file_is_named_once(tmp_path):
+    """The dataset root and the download cache under a file: the line names the path once and
+    the file on its way as a part of it, not the path twice."""
+    from cat_seg.data.paths import check_dataset_root
+    from cat_seg.utils.download import check_cache_dir
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file")
+    path = str(blocker / "below")
+    for check, expected in ((check_dataset_root, "the dataset root"),
+                            (check_cache_dir, "the download cache")):
+        with pytest.raises(NotADirectoryError) as error:
+            check(path)
+        message = str(error.value)
+        assert message.count(str(blocker)) == 1, message
+        assert f"{expected} {path} (" in message
+        assert "cannot be created: its part a_file is a file, not a folder" in message
+
+
+def test_the_ablation_script_names_a_config_folder_or_file_of_the_wrong_kind(tmp_path):
+    """run_ahs_ablations.sh: CONFIG_DIR a file, or an ablation's config file a folder, is said
+    as such, with the fix, in one line (not "does not exist"), before any work."""
+    import subprocess
+
+    a_file = tmp_path / "configs.yaml"
+    a_file.write_text("")
+    folders = tmp_path / "ablations"
+    (folders / "mine_baseline.yaml").mkdir(parents=True)
+    cases = [(a_file, f"CONFIG_DIR {a_file} is a file, not a folder; set CONFIG_DIR"),
+             (folders, f"config file {folders}/mine_baseline.yaml is a folder, not a file; set")]
+    for config_dir, expected in cases:
+        result = subprocess.run(
+            ["bash", str(ROOT / "run_ahs_ablations.sh"), "1", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "CONFIG_DIR": str(config_dir), "PREFIX": "mine",
+                 "ABLATIONS": "baseline"})
+        lines = result.stderr.splitlines()
+        assert result.returncode != 0 and len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"run_ahs_ablations.sh: {expected}"), lines[0]
+        assert "does not exist" not in result.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dataset", ["ade20k-150", "ade20k-847", "coco-stuff", "pascal-context",
+                                     "voc"])
+def test_the_prepare_scripts_prefix_their_one_line_stops(dataset, context, run_command, tmp_path):
+    """Like every entry point's one-line errors ("[demo] ...", "[eval] ..."): the prepare
+    scripts' start with "[prepare DATASET]", DATASET as ahs-seg prepare names it."""
+    from cat_seg.cli.prepare import DATASETS
+
+    assert dataset in DATASETS
+    absent = str(tmp_path / "absent")
+    for argv in (["--root", absent], ["--root", str(context.folder), "--expect", "nothing=1"]):
+        outcome = run_command(["prepare", dataset, *argv, "--workers", "1"], {})
+        assert _failed(outcome.status)
+        assert outcome.message.startswith(f"[prepare {dataset}] "), outcome.message
+    if dataset == "pascal-context":
+        outcome = run_command(["prepare", dataset, "--root", str(context.folder), "--split-file",
+                               absent], {})
+        assert outcome.message.startswith(f"[prepare {dataset}] --split-file {absent} does not")
+
+
 # The scripts that run the same commands, each once, as a user starts them: same line, no traceback.
 SCRIPTS = {
     "train_net.py": lambda c, bad: [sys.executable, "train_net.py", "--config-file", bad],
@@ -724,6 +785,38 @@ def test_demo_pictures_of_awkward_colliding_and_long_image_names_are_distinct_fi
         [" ".join(name.split()) for name in AWKWARD_CLASSES]
     written = {p.name for p in out.iterdir()}
     assert len(written) == 3 * len(images) + 1  # overlay, labels, maps folder; vocabulary.json
+
+
+def test_the_demo_never_writes_over_one_of_its_input_images(context, run_command, tmp_path):
+    """--output the input folder, which holds x.png and an earlier run's x_overlay.png (an
+    input too): x.png's overlay would replace it. The demo stops before any work, in one line
+    naming the input and the fix; the same for a probability map, and in the Python API."""
+    from cat_seg.demo.images import run_demo
+
+    folder = tmp_path / "photos"
+    (folder / "x_probabilities").mkdir(parents=True)
+    for name in ("x.png", "x_overlay.png", "x_probabilities/0_sky.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / name)
+    before = (folder / "x_overlay.png").read_bytes()
+    cases = [([str(folder)], [], "x_overlay.png", "overlay"),
+             ([str(folder / "x.png"), str(folder / "x_probabilities")], ["--probabilities"],
+              "0_sky.png", "probability map 0_sky.png")]
+    for inputs, extra, clash, kind in cases:
+        argv, env = _demo(context, *extra, output=str(folder))
+        argv[1:2] = inputs
+        outcome = run_command(argv, env)
+        assert not outcome.work_started and _failed(outcome.status), outcome.lines
+        assert "Traceback" not in "\n".join(outcome.lines)
+        assert clash in outcome.message and f"{folder / 'x.png'}'s {kind}" in outcome.message
+        assert "\n" not in outcome.message and "choose another output folder" in outcome.message
+    assert (folder / "x_overlay.png").read_bytes() == before
+    with pytest.raises(ValueError, match="x_overlay.png .it would become .*x.png's overlay"):
+        run_demo(None, [str(folder / "x.png"), str(folder / "x_overlay.png")], ["sky"],
+                 str(folder), progress=False)
+    # Control: the input folder as --output is fine when no picture lands on an input.
+    (folder / "x_overlay.png").unlink()
+    argv, env = _demo(context, inputs=str(folder / "x.png"), output=str(folder))
+    assert run_command(argv, env).work_started
 
 
 def test_eval_pictures_of_awkward_colliding_and_long_image_names_are_distinct_files(tmp_path):

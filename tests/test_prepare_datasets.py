@@ -126,7 +126,7 @@ def test_missing_source_folder_names_the_download(tmp_path, capsys):
 
 
 def test_bad_expect_argument_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="KEY=N"):
+    with pytest.raises(SystemExit, match=r"^\[prepare coco-stuff\] --expect 'val=3': .*KEY=N"):
         _run(prepare_coco_stuff, tmp_path, "--expect", "val=3")
 
 

@@ -26,10 +26,13 @@ gets ``_2``, ``_3``...) it writes into ``--output``:
 * with ``--probabilities``: ``<name>_probabilities/<index>_<class>.png``, the model's score of
   each class per pixel (sigmoid, 0-1 mapped to 0-255).
 
-and once ``vocabulary.json``, the class list the label indices refer to. Inference is
-:class:`cat_seg.Segmenter`'s (the Python API): by default the evaluation's test protocol (its
-resize, then the sliding window with pooling [1, 1]), so the pictures show what eval_ahs.sh
-measures; ``--mode whole`` segments the whole image in one view (faster, less accurate).
+and once ``vocabulary.json``, the class list the label indices refer to. A picture that would
+replace one of the input images (``--output`` the input folder, which holds ``x.png`` and an
+earlier run's ``x_overlay.png``) stops the demo before any work: choose another folder.
+Inference is :class:`cat_seg.Segmenter`'s (the Python API): by default the evaluation's test
+protocol (its resize, then the sliding window with pooling [1, 1]), so the pictures show what
+eval_ahs.sh measures; ``--mode whole`` segments the whole image in one view (faster, less
+accurate).
 
 Present: every class gets its own sigmoid score (not probabilities that share the pixel), so a
 pixel takes the class with the highest score only when that score reaches ``--min-score``
@@ -49,8 +52,8 @@ from typing import List
 from tqdm import tqdm
 
 from cat_seg.demo.images import (
-    DEFAULT_MAX_SIDE, build_demo_model, check_images, check_max_side, find_images,
-    ignored_weights_message, parse_vocabulary, run_demo, setup_cfg)
+    DEFAULT_MAX_SIDE, build_demo_model, check_images, check_inputs_kept, check_max_side,
+    find_images, ignored_weights_message, parse_vocabulary, run_demo, setup_cfg)
 from cat_seg.predictor import DEFAULT_MIN_SCORE, MODES, Segmenter, check_min_score
 from cat_seg.utils.console import prepare_entry_point
 from cat_seg.utils.paths import check_output_dir
@@ -62,6 +65,7 @@ def main(argv=None) -> List[dict]:
     class_names = parse_vocabulary(args.vocabulary, args.vocabulary_file)
     paths = find_images(args.inputs)
     check_images(paths)
+    check_inputs_kept(paths, args.output, class_names, args.probabilities)
     cfg = setup_cfg(args.config_file, args.opts, device=args.device, weights=args.weights,
                     allow_unexpected_weights=args.allow_unexpected_weights)
     model, ignored = build_demo_model(cfg)

@@ -28,7 +28,9 @@ def check_dataset_root(root: Optional[str] = None) -> str:
     if os.path.exists(existing) and not os.path.isdir(existing):
         source = "--root" if root is not None else (
             f"${DATASETS_ENV}" if os.getenv(DATASETS_ENV) else "the default root")
-        where = "" if existing == os.path.abspath(path) else f" cannot be created: {existing}"
+        # The file on its way is a part of the path shown: named, not the path said twice.
+        where = ("" if existing == os.path.abspath(path) else
+                 f" cannot be created: its part {os.path.basename(existing)}")
         raise NotADirectoryError(f"the dataset root {path} ({source}){where} is a file, not a "
                                  f"folder; set {DATASETS_ENV} to the folder that holds the "
                                  "datasets (datasets/README.md)")

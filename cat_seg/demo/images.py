@@ -200,6 +200,46 @@ def _slug(name: str) -> str:
     return safe_name(slug, 200, fallback="class") if slug else "class"
 
 
+def check_inputs_kept(image_paths: Sequence[str], output_dir: str,
+                      class_names: Sequence[str] = (), probabilities: bool = False) -> None:
+    """``ValueError`` (one line, before any work) when a file the demo would write into
+    ``output_dir`` is one of its input images: with ``--output`` the input folder, ``x.png``'s
+    overlay ``x_overlay.png`` would replace an input of that name (an earlier run's picture).
+    Files are compared as the disk sees them (a link, another case on a case-blind disk)."""
+    def key(path):
+        try:
+            status = os.stat(path)
+        except OSError:
+            return None  # not there (yet): nothing to overwrite
+        return status.st_dev, status.st_ino
+
+    inputs = {key(path): path for path in image_paths}
+    folders = {key(os.path.dirname(path) or ".") for path in image_paths}  # those holding inputs
+    inputs.pop(None, None)
+    folders.discard(None)
+    beside_inputs = key(output_dir) in folders
+    maps = probability_map_names(class_names) if probabilities else []
+    clashes = []
+    for path, name in zip(image_paths, output_names(image_paths)):
+        written = {}
+        if beside_inputs:
+            written = {"overlay": os.path.join(output_dir, f"{name}_overlay.png"),
+                       "label map": os.path.join(output_dir, f"{name}_labels.png")}
+        maps_dir = os.path.join(output_dir, f"{name}_probabilities")
+        if maps and key(maps_dir) in folders:
+            written.update((f"probability map {file}", os.path.join(maps_dir, file))
+                           for file in maps)
+        for kind, output in written.items():
+            clash = inputs.get(key(output))
+            if clash is not None:
+                clashes.append(f"{clash} (it would become {path}'s {kind})")
+    if clashes:
+        raise ValueError(f"the output folder {output_dir} holds input images the demo would "
+                         f"overwrite: {', '.join(clashes[:3])}"
+                         + (f" and {len(clashes) - 3} more" if len(clashes) > 3 else "")
+                         + "; choose another output folder (--output)")
+
+
 # ---------------------------------------------------------------------------------- outputs
 
 def save_label_map(label: np.ndarray, num_classes: int, path: str) -> np.dtype:
@@ -430,6 +470,7 @@ def run_demo(segmenter, image_paths: Sequence[str], class_names: Sequence[str],
     min_score = DEFAULT_MIN_SCORE if min_score is None else min_score
     report = report or log.info
     check_max_side(max_side)
+    check_inputs_kept(image_paths, output_dir, class_names, probabilities)
     note = vocabulary_note(class_names)
     if note:
         report(note)

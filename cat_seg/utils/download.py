@@ -69,7 +69,9 @@ def check_cache_dir(root: Optional[str] = None) -> str:
     if os.path.exists(existing) and not os.path.isdir(existing):
         source = (f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else
                   "$XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "~/.cache")
-        where = "" if existing == os.path.abspath(root) else f" cannot be created: {existing}"
+        # The file on its way is a part of the path shown: named, not the path said twice.
+        where = ("" if existing == os.path.abspath(root) else
+                 f" cannot be created: its part {os.path.basename(existing)}")
         raise NotADirectoryError(f"the download cache {root} ({source}){where} is a file, not a "
                                  f"folder; set {CACHE_ENV} to a folder for the downloads")
     return root
