@@ -113,8 +113,9 @@ def test_output_folder_that_cannot_be_created_is_named_before_any_work(tmp_path,
     blocker.write_text("")
     with pytest.raises(OSError, match=r"cannot be created: .*a_file is a file, not a folder"):
         check_output_dir(str(blocker / "out"))
-    with pytest.raises(OSError, match="is a file, not a folder"):
-        check_output_dir(str(blocker))
+    for typed in (str(blocker), str(blocker) + os.sep):  # "a_file/" is the same file
+        with pytest.raises(OSError, match="is a file, not a folder"):
+            check_output_dir(typed)
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)

@@ -52,10 +52,12 @@ def check_output_dir(path: str, what: str = "output folder") -> str:
     """
     if not path:
         raise OSError(f"the {what} is empty; give a folder to write into")
-    if os.path.exists(path) and not os.path.isdir(path):
+    # "afile/" does not exist for os.path (ENOTDIR): look at the path without its trailing slash.
+    bare = path.rstrip(os.sep) or os.sep
+    if os.path.exists(bare) and not os.path.isdir(bare):
         raise OSError(f"the {what} {path} is a file, not a folder; choose another path or "
                       "remove that file")
-    parent = path
+    parent = bare
     while parent and not os.path.exists(parent):
         parent = os.path.dirname(parent.rstrip(os.sep))
     if parent and not os.path.isdir(parent):
