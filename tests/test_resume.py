@@ -210,8 +210,11 @@ def test_ctrl_c_then_resume_with_changes_through_the_command_line(tmp_path):
         base[base.index("SOLVER.MAX_ITER") + 1] = str(max_iter)
         return base[:4] + flags + base[4:] + opts
 
+    # SIGINT back to its default in the child: a shell's background job (a CI runner's, a
+    # nohup) inherits it ignored, and Python then never raises KeyboardInterrupt.
     process = subprocess.Popen(command(), cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env)
+                               stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 240
         while not (output / "model_0000003.pth").exists() and process.poll() is None \

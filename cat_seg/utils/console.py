@@ -39,6 +39,25 @@ class _Below(logging.Filter):
         return record.levelno < self.level
 
 
+class _CurrentStream(logging.StreamHandler):
+    """A StreamHandler on whatever ``sys.stdout`` / ``sys.stderr`` is when a record is written,
+    not the object it was when the handler was made: a caller that swaps the streams (a test's
+    capture, ``contextlib.redirect_stdout``, a notebook) gets the lines, and a stream closed since
+    is never written to."""
+
+    def __init__(self, which: str):
+        super().__init__()
+        self._which = which  # "stdout" or "stderr"
+
+    @property
+    def stream(self):
+        return getattr(sys, self._which)
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns one; the current one is used
+        pass
+
+
 class _WarningsLabelled(logging.Formatter):
     """``WARNING: message`` for warnings; errors as they are (they carry their own
     ``[command]`` prefix, as the messages of ``SystemExit`` do)."""
@@ -55,10 +74,10 @@ def configure_console_logging(level: int = logging.INFO) -> None:
     evaluation run, :func:`console_for_run` keeps the ``cat_seg`` logger on these handlers."""
     root = logging.getLogger()
     if not console_configured():
-        out = logging.StreamHandler(sys.stdout)
+        out = _CurrentStream("stdout")
         out.addFilter(_Below(logging.WARNING))
         out.setFormatter(logging.Formatter("%(message)s"))
-        err = logging.StreamHandler(sys.stderr)
+        err = _CurrentStream("stderr")
         err.setLevel(logging.WARNING)
         err.setFormatter(_WarningsLabelled())
         for handler in (out, err):
