@@ -86,10 +86,12 @@ class _EvaluatorNamedInputErrors(DatasetEvaluator):
         return self.evaluator.evaluate()
 
 
-def interrupted_message(output_dir: str, iteration=None, max_iter=None) -> str:
-    """What to tell a user who stopped training (Ctrl-C): where it stopped and what
-    ``--resume`` continues from (OUTPUT_DIR/last_checkpoint)."""
-    where = f"at iteration {iteration}" + (f" of {max_iter}" if max_iter else "") \
+def interrupted_message(output_dir: str, iteration=None, max_iter=None,
+                        stopped: str = "interrupted") -> str:
+    """What to tell a user who stopped training (Ctrl-C; ``stopped`` says how otherwise, e.g.
+    "stopped by SIGTERM"): where it stopped and what ``--resume`` continues from
+    (OUTPUT_DIR/last_checkpoint)."""
+    where = f" at iteration {iteration}" + (f" of {max_iter}" if max_iter else "") \
         if iteration is not None else ""
     tag = os.path.join(output_dir, "last_checkpoint")
     if os.path.isfile(tag):
@@ -100,7 +102,7 @@ def interrupted_message(output_dir: str, iteration=None, max_iter=None) -> str:
     else:
         resume = ("no checkpoint was written yet (SOLVER.CHECKPOINT_PERIOD), so `--resume` starts "
                   "from the beginning")
-    return f"training interrupted {where}; {resume}".replace("interrupted ;", "interrupted;")
+    return f"training {stopped}{where}; {resume}"
 
 
 class TrainingInterrupted(Exception):
@@ -177,10 +179,9 @@ class Trainer(DefaultTrainer):
             with sigterm_stops_training():
                 return super().train()
         except (KeyboardInterrupt, Terminated) as stop:
-            message = interrupted_message(self.cfg.OUTPUT_DIR, self.iter, self.max_iter)
-            if isinstance(stop, Terminated):
-                message = message.replace("training interrupted", "training stopped by SIGTERM")
-            raise TrainingInterrupted(message) from None
+            stopped = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+            raise TrainingInterrupted(interrupted_message(
+                self.cfg.OUTPUT_DIR, self.iter, self.max_iter, stopped)) from None
 
     @classmethod
     def build_optimizer(cls, cfg, model):
