@@ -27,6 +27,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
 from ..activation_checkpointing import check_mode, run_checkpointed
+from .chunking import in_chunks
 from .class_aggregation import ClassAggregation
 from .cost_volume import cosine_cost_volume, gather_classes, scatter_classes, select_top_classes
 from .decoder import GuidedDecoder
@@ -35,16 +36,6 @@ from .spatial_aggregation import SpatialAggregation
 # Classes per chunk of the per-class parts at inference (module docstring). Every benchmark's
 # vocabulary (up to A-847) fits one chunk, so the benchmarks are computed exactly as before.
 INFERENCE_CLASS_CHUNK = 1024
-
-
-def in_class_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                    chunk: Optional[int]) -> torch.Tensor:
-    """``fn(x)`` for a per-class ``fn`` on ``x`` (B, T, ...), run ``chunk`` classes at a time
-    (None or T <= chunk: one call) and concatenated along the classes."""
-    T = x.shape[1]
-    if chunk is None or T <= chunk:
-        return fn(x)
-    return torch.cat([fn(x[:, start:start + chunk]) for start in range(0, T, chunk)], dim=1)
 
 
 class AggregationLayer(nn.Module):
@@ -70,8 +61,7 @@ class AggregationLayer(nn.Module):
         aggregation (per class) runs that many classes at a time, the class aggregation groups
         of positions holding about as much (None: all at once).
         """
-        x = in_class_chunks(lambda part: self.spatial(part, appearance_guidance, run=run), x,
-                            class_chunk)
+        x = in_chunks(lambda part: self.spatial(part, appearance_guidance, run=run), x, class_chunk)
         classwise = functools.partial(self.classwise, class_chunk=class_chunk)
         return run(classwise, x, text_guidance) if run else classwise(x, text_guidance)
 
@@ -207,8 +197,7 @@ class CATSegHead(nn.Module):
         class_chunk = None if torch.is_grad_enabled() else INFERENCE_CLASS_CHUNK
         for layer in self.layers:
             x = layer(x, appearance, text_guidance, run=self._run, class_chunk=class_chunk)
-        logits = in_class_chunks(lambda part: self.decoder(part, guidance, run=self._run), x,
-                                 class_chunk)
+        logits = in_chunks(lambda part: self.decoder(part, guidance, run=self._run), x, class_chunk)
         if selected is not None:
             logits = scatter_classes(logits, selected, num_classes)
         return logits

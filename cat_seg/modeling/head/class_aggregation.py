@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .chunking import in_chunks
 from .feed_forward import FeedForward
 
 
@@ -115,13 +116,10 @@ class ClassAggregation(nn.Module):
                 B, padding, -1)], dim=1)
         length = T + max(padding, 0)
         tokens = pooled.permute(0, 3, 4, 1, 2).reshape(B, Hp * Wp, length, C)
-        groups = 1 if class_chunk is None else min(Hp * Wp, math.ceil(T / class_chunk))
-        if groups > 1:
-            step = math.ceil(Hp * Wp / groups)
-            tokens = torch.cat([self._across_classes(tokens[:, start:start + step], guidance)
-                                for start in range(0, Hp * Wp, step)], dim=1)
-        else:
-            tokens = self._across_classes(tokens, guidance)
+        # ceil(T / class_chunk) groups of positions (one when the classes fit a chunk).
+        step = None if class_chunk is None else \
+            math.ceil(Hp * Wp / min(Hp * Wp, math.ceil(T / class_chunk)))
+        tokens = in_chunks(lambda part: self._across_classes(part, guidance), tokens, step)
         tokens = tokens.view(B, Hp, Wp, length, C)[:, :, :, :T].permute(0, 3, 4, 1, 2)
         update = F.interpolate(tokens.reshape(B * T, C, Hp, Wp), size=(H, W), mode="bilinear",
                                align_corners=True)
