@@ -2,7 +2,7 @@
 import os
 from typing import Optional
 
-from ..utils.paths import default_dataset_root
+from ..utils.paths import default_dataset_root, not_a_folder
 
 # The environment variable naming the datasets root, as in detectron2 and CAT-Seg.
 DATASETS_ENV = "DETECTRON2_DATASETS"
@@ -22,16 +22,11 @@ def check_dataset_root(root: Optional[str] = None) -> str:
     synthetic dataset is generated there); ``NotADirectoryError`` with one line naming it and
     where it came from when it is a file."""
     path = dataset_root(root)
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    if os.path.exists(existing) and not os.path.isdir(existing):
+    problem = not_a_folder(path)
+    if problem:
         source = "--root" if root is not None else (
             f"${DATASETS_ENV}" if os.getenv(DATASETS_ENV) else "the default root")
-        # The file on its way is a part of the path shown: named, not the path said twice.
-        where = ("" if existing == os.path.abspath(path) else
-                 f" cannot be created: its part {os.path.basename(existing)}")
-        raise NotADirectoryError(f"the dataset root {path} ({source}){where} is a file, not a "
-                                 f"folder; set {DATASETS_ENV} to the folder that holds the "
-                                 "datasets (datasets/README.md)")
+        raise NotADirectoryError(f"the dataset root {path} ({source}){problem}; set "
+                                 f"{DATASETS_ENV} to the folder that holds the datasets "
+                                 "(datasets/README.md)")
     return path

@@ -30,7 +30,7 @@ import urllib.parse
 import urllib.request
 from typing import Optional
 
-from .paths import resolve_repo_path
+from .paths import not_a_folder, resolve_repo_path
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +63,12 @@ def check_cache_dir(root: Optional[str] = None) -> str:
     ``NotADirectoryError`` with one line naming it, the variable it came from and the fix when
     it or a folder on its way is a file."""
     root = root or cache_dir()
-    existing = os.path.abspath(root)
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    if os.path.exists(existing) and not os.path.isdir(existing):
+    problem = not_a_folder(root)
+    if problem:
         source = (f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else
                   "$XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "~/.cache")
-        # The file on its way is a part of the path shown: named, not the path said twice.
-        where = ("" if existing == os.path.abspath(root) else
-                 f" cannot be created: its part {os.path.basename(existing)}")
-        raise NotADirectoryError(f"the download cache {root} ({source}){where} is a file, not a "
-                                 f"folder; set {CACHE_ENV} to a folder for the downloads")
+        raise NotADirectoryError(f"the download cache {root} ({source}){problem}; set "
+                                 f"{CACHE_ENV} to a folder for the downloads")
     return root
 
 

@@ -1,6 +1,21 @@
 """Checks on paths that entry points run before any work (no model is built for nothing)."""
 import os
 import tempfile
+from typing import Optional
+
+
+def not_a_folder(path: str) -> Optional[str]:
+    """Why ``path`` cannot be (or become) a folder, or None: " is a file, not a folder" when it
+    is a file, " cannot be created: its part NAME is a file, not a folder" when a folder on its
+    way is one (named by its part, so the message does not say the path twice)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.exists(existing) or os.path.isdir(existing):
+        return None
+    where = ("" if existing == os.path.abspath(path) else
+             f" cannot be created: its part {os.path.basename(existing)}")
+    return f"{where} is a file, not a folder"
 
 
 def require_file(path: str, what: str, fix: str) -> str:
