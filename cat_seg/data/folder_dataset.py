@@ -76,6 +76,9 @@ _REQUIRED = ("name", "image_dir", "label_dir", "classes")
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 # ... and must fit a file name with what is added (sem_seg_per_class_<name>.csv.rows.<pid>).
 _MAX_NAME_LENGTH = 100
+# Characters no class name holds (whitespace such as a newline counts as a space instead); the
+# demo's vocabulary check uses the same.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 # File names listed in one message before the rest are counted.
 _MAX_LISTED = 5
 # Threads reading image headers (registration) or decoding whole files (the check).
@@ -204,7 +207,7 @@ def _class_names(path: str, base: str, value) -> Tuple[str, ...]:
         raise _fail(path, f"every class name in {source} must be a non-empty string")
     # Whitespace runs (a newline in a JSON name) as one space, as the demo's vocabulary.
     names = tuple(" ".join(name.split()) for name in value)
-    control = [name for name in names if re.search(r"[\x00-\x08\x0e-\x1f\x7f]", name)]
+    control = [name for name in names if CONTROL_CHARACTERS.search(name)]
     if control:
         raise _fail(path, f"class names {control[:3]} in {source} hold control characters "
                           "(NUL, escape, ...); remove those characters")

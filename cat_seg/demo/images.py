@@ -32,10 +32,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # ---------------------------------------------------------------------------------- vocabulary
 
-# Characters no class name holds (whitespace such as a newline counts as a space instead).
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
-
-
 def _prompt_name(name: str) -> str:
     """The words a class is prompted and shown with: its first synonym, lower-cased, whitespace
     collapsed."""
@@ -47,6 +43,8 @@ def check_vocabulary(names: Sequence[str], source: str) -> List[str]:
     ``source``, those with control characters, and the same name given twice (ignoring case and
     spacing). Different names with the same first synonym (A-847's 'pot, flowerpot' and 'pot')
     are kept, with a warning logged once."""
+    from ..data.folder_dataset import CONTROL_CHARACTERS
+
     if not names:
         raise ValueError(f"the vocabulary ({source}) is empty; give at least one class name")
     cleaned = [" ".join(str(name).split()) for name in names]
@@ -64,13 +62,14 @@ def check_vocabulary(names: Sequence[str], source: str) -> List[str]:
     duplicates, shared = [], []
     for i, name in enumerate(cleaned):
         key = ", ".join(" ".join(part.split()) for part in name.lower().split(","))
+        prompt = _prompt_name(name)
         if key in first_seen:
             duplicates.append(f"{name!r} (positions {first_seen[key] + 1} and {i + 1})")
-        elif _prompt_name(name) in prompted:
-            j = prompted[_prompt_name(name)]
+        elif prompt in prompted:
+            j = prompted[prompt]
             shared.append(f"{cleaned[j]!r} and {name!r} (positions {j + 1} and {i + 1})")
         first_seen.setdefault(key, i)
-        prompted.setdefault(_prompt_name(name), i)
+        prompted.setdefault(prompt, i)
     if duplicates:
         raise ValueError(f"the vocabulary ({source}) names a class twice: {', '.join(duplicates)}; "
                          "each class must appear once")
