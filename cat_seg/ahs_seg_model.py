@@ -12,7 +12,8 @@ One step, B images, T classes::
     backbone.encode_text(vocabulary) -> text (T,P,D)
     AHS modules' feature hooks: dense -> dense'   (AFR: dense + α·(gate⊙dense − dense); training
         and every inference path)
-    sem_seg_head(dense', text, guidance) -> logits (B,T,4h,4w)
+    sem_seg_head(dense', text, guidance) -> logits (B,T,h',w')   (MODEL.SEM_SEG_HEAD.NAME:
+        CATSegHead 4h x 4w, the default; PatchTextMatchingHead h x w, the feature-matching baseline)
     training: {"loss_sem_seg": BCE-with-logits against one-hot labels} plus each AHS module's
               losses (AFR "loss_rectify", HPA "loss_proto", SDR "loss_distill")
     inference: sigmoid scores (T,H,W) at the original size, whole image or sliding window;
@@ -41,7 +42,7 @@ from torch import nn
 
 from .inference.score_maps import ScoreMaps
 from .modeling.clip import build_clip_backbone
-from .modeling.head import CATSegHead  # noqa: F401  (registers the default MODEL.SEM_SEG_HEAD.NAME)
+from .modeling import head  # noqa: F401  (registers the heads MODEL.SEM_SEG_HEAD.NAME chooses from)
 from .data.vocabulary import dataset_vocabulary
 from .engine.train_loop import AMP_PRECISIONS
 from .modeling.hyperspherical import AHSContext, AHSModule, build_ahs_modules
@@ -78,7 +79,7 @@ class AHSSeg(nn.Module):
         Args:
             backbone: the CLIP backbone (``encode_image``, ``encode_text``, ``pixel_mean``,
                 ``pixel_std``, ``resolution``).
-            sem_seg_head: the CAT-Seg head, built for that backbone.
+            sem_seg_head: the head (CAT-Seg's by default), built for that backbone.
             train_dataset: name of the training dataset, whose ``stuff_classes`` are the
                 training vocabulary (None: the model cannot train).
             ignore_value: label of unlabelled pixels.

@@ -91,7 +91,11 @@ def add_ahs_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.CLIP_ACTIVATION_CHECKPOINTING = "none"
 
     # ------------------------------------------------------------------ model: CAT-Seg head
-    # Registered name of the segmentation head (built with the CLIP backbone's dimensions).
+    # Registered name of the segmentation head (built with the CLIP backbone's dimensions):
+    # "CATSegHead" (cost aggregation; the keys below configure it) or "PatchTextMatchingHead"
+    # (the one-stage feature-matching baseline of ZegCLIP / CAT-Seg's motivation figure: the scaled
+    # patch-text cosine of CLIP's features after a learned projection; it reads none of the keys
+    # below, cat_seg/modeling/head/patch_text_matching_head.py).
     cfg.MODEL.SEM_SEG_HEAD.NAME = "CATSegHead"
     # Label of unlabelled pixels (target 0 for every class in the loss, as in CAT-Seg).
     cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255

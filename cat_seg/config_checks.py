@@ -15,11 +15,13 @@ from .engine.optimizer import CLIP_GRADIENT_TYPES, OPTIMIZERS
 from .engine.train_loop import AMP_PRECISIONS
 from .modeling.clip.backbone import FINETUNE_MODES
 from .modeling.clip.prompts import PROMPT_ENSEMBLES
+from .modeling.head import HEADS
 from .modeling.hyperspherical import ahs_module_classes
 
 # Each set of allowed values is defined beside the code that uses it (the AHS modules' loss
 # weights: each module's loss_weight_keys).
 _CHOICES = {
+    "MODEL.SEM_SEG_HEAD.NAME": HEADS,
     "MODEL.SEM_SEG_HEAD.CLIP_FINETUNE": FINETUNE_MODES,
     "MODEL.SEM_SEG_HEAD.PROMPT_ENSEMBLE_TYPE": PROMPT_ENSEMBLES,
     "SOLVER.OPTIMIZER": OPTIMIZERS,

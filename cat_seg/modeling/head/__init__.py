@@ -1,4 +1,12 @@
-"""CAT-Seg's cost aggregation head; importing this package registers ``CATSegHead``."""
-from .cat_seg_head import CATSegHead
+"""Segmentation heads; importing this package registers them in ``SEM_SEG_HEADS_REGISTRY``.
 
-__all__ = ["CATSegHead"]
+* ``CATSegHead`` (default ``MODEL.SEM_SEG_HEAD.NAME``): CAT-Seg's cost aggregation.
+* ``PatchTextMatchingHead``: the one-stage feature-matching baseline (patch-text cosine).
+"""
+from .cat_seg_head import CATSegHead
+from .patch_text_matching_head import PatchTextMatchingHead
+
+# The heads this project's meta-architecture can drive (the check of MODEL.SEM_SEG_HEAD.NAME).
+HEADS = ("CATSegHead", "PatchTextMatchingHead")
+
+__all__ = ["CATSegHead", "PatchTextMatchingHead", "HEADS"]
