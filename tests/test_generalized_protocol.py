@@ -157,3 +157,17 @@ def test_no_validation_image_is_in_the_clip_pretraining_bank(tmp_path):
                                          *storage.IMAGE_SIZE_RANGE)[1]
             assert scene.shape != label.shape or not np.array_equal(scene, label)
             assert hashlib.sha256(label.tobytes()).hexdigest() not in bank_labels
+
+
+def test_the_generalized_benchmarks_are_evaluated_by_name():
+    # eval_ahs.sh's BENCHMARKS and TEST.BENCHMARKS take these short names.
+    from cat_seg.data import ALL_BENCHMARK_DATASETS
+
+    assert ALL_BENCHMARK_DATASETS["Syn-gen"] == "synthetic_generalized_val"
+    assert ALL_BENCHMARK_DATASETS["Syn-sel"] == "synthetic_selection_val"
+    for name in ("Syn-gen", "Syn-sel"):
+        evaluator = build_sem_seg_evaluator(ALL_BENCHMARK_DATASETS[name], distributed=False)
+        assert isinstance(evaluator, GeneralizedSemSegEvaluator)
+    for name in ("Syn-seen", "Syn-unseen"):
+        evaluator = build_sem_seg_evaluator(ALL_BENCHMARK_DATASETS[name], distributed=False)
+        assert not isinstance(evaluator, GeneralizedSemSegEvaluator)
