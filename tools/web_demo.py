@@ -45,18 +45,14 @@ def check_weights(config_file: str, weights: str) -> None:
     if source_url(weights):
         check_cache_dir()  # where it will be downloaded
         return
-    if os.path.isfile(weights):
-        return
-    if os.path.isdir(weights):
-        raise IsADirectoryError(f"weights file {weights} is a folder, not a file; pass the "
-                                f"model_final.pth a training run wrote (for {config_file})")
-    if os.path.abspath(weights) == os.path.abspath(os.path.join(ROOT, DEFAULT_WEIGHTS)):
+    if not os.path.exists(weights) and \
+            os.path.abspath(weights) == os.path.abspath(os.path.join(ROOT, DEFAULT_WEIGHTS)):
         raise FileNotFoundError(
             f"the quick-start model {DEFAULT_WEIGHTS} does not exist yet; make it with\n"
             f"    {QUICKSTART_COMMAND}\n(a few minutes on CPU), or pass --config-file CFG "
             "--weights OUTPUT_DIR/model_final.pth of another training run")
-    raise FileNotFoundError(f"weights file {weights} does not exist; pass the model_final.pth a "
-                            f"training run wrote (for {config_file})")
+    require_file(weights, "weights file", "pass the model_final.pth a training run wrote (for "
+                 f"{config_file})")
 
 
 def parse_args(argv=None):

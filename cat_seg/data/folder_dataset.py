@@ -48,7 +48,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image, UnidentifiedImageError
 
 from .benchmarks import DatasetNotPreparedError
-from ..utils.paths import resolve_repo_path
+from ..utils.paths import file_problem, folder_problem, resolve_repo_path
 from .label_io import LABEL_OFFSET_KEY, read_label
 
 __all__ = [
@@ -114,9 +114,9 @@ def _fail(path: str, problem: str) -> FolderDatasetError:
 
 
 def _read_mapping(path: str) -> dict:
-    if not os.path.isfile(path):
-        state = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
-        raise FolderDatasetError(f"dataset description {path} {state}; give the path of "
+    problem = file_problem(path)
+    if problem:
+        raise FolderDatasetError(f"dataset description {path} {problem}; give the path of "
                                  f"a .yaml or .json file (schema: {_DOCS})")
     try:
         with open(path, encoding="utf-8") as f:
@@ -183,9 +183,9 @@ def _class_names(path: str, base: str, value) -> Tuple[str, ...]:
     source = path
     if isinstance(value, str):
         source = _folder(base, value)
-        if not os.path.isfile(source):
-            state = "is a folder, not a file" if os.path.isdir(source) else "does not exist"
-            raise _fail(path, f"the class-name file {source} (key classes) {state}; give a "
+        problem = file_problem(source)
+        if problem:
+            raise _fail(path, f"the class-name file {source} (key classes) {problem}; give a "
                               ".txt file with one name per line or a .json list")
         with open(source, encoding="utf-8") as f:
             text = f.read()
@@ -331,10 +331,10 @@ def _listed(keys: Iterable[str]) -> str:
 
 def _folder_problem(what: str, root: str) -> Optional[str]:
     """Why the image or label folder ``root`` cannot be read (absent, a file), or None."""
-    if os.path.isdir(root):
+    problem = folder_problem(root)
+    if problem is None:
         return None
-    state = "is a file, not a folder" if os.path.exists(root) else "does not exist"
-    return f"the {what} folder {root} {state} (key {what}_dir: give the folder of the {what}s)"
+    return f"the {what} folder {root} {problem} (key {what}_dir: give the folder of the {what}s)"
 
 
 def check_folder_dataset_paths(names: Iterable[str]) -> None:

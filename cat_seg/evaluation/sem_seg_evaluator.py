@@ -223,12 +223,9 @@ class SemSegEvaluator(DatasetEvaluator):
                     int(m.gt_pixels[i]), int(m.pred_pixels[i]),
                 ]
                 if "#" in name:  # quoted: a reader's comment="#" would cut the row there
-                    line = io.StringIO()
-                    csv.writer(line).writerow(row)
-                    text = line.getvalue()
-                    if not text.startswith('"'):
-                        text = '"' + name.replace('"', '""') + '"' + text[len(name):]
-                    f.write(text)
+                    rest = io.StringIO()  # the other cells as the writer writes them
+                    csv.writer(rest).writerow(row[1:])
+                    f.write('"' + name.replace('"', '""') + '",' + rest.getvalue())
                 else:
                     writer.writerow(row)
 

@@ -30,7 +30,7 @@ import urllib.parse
 import urllib.request
 from typing import Optional
 
-from .paths import not_a_folder, resolve_repo_path
+from .paths import file_problem, not_a_folder, resolve_repo_path
 
 logger = logging.getLogger(__name__)
 
@@ -242,9 +242,9 @@ def fetch_weights(source: str, sha256: Optional[str] = None, *, cache: Optional[
     url = source_url(source)
     if url is None:
         path = resolve_repo_path(source)
-        if not os.path.isfile(path):
-            state = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
-            raise FileNotFoundError(f"weights file {source} {state}; pass a local file, "
+        problem = file_problem(path)
+        if problem:
+            raise FileNotFoundError(f"weights file {source} {problem}; pass a local file, "
                                     "an http(s):// URL or hf://owner/name/file")
         if expected is not None:
             verify_sha256(path, expected, what=path)

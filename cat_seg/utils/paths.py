@@ -4,13 +4,40 @@ import tempfile
 from typing import Optional
 
 
+def file_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be read as a file ("does not exist", "is a folder, not a file", "is not
+    a regular file"), or None when it is one: the phrase of every such message."""
+    if os.path.isfile(path):
+        return None
+    if os.path.isdir(path):
+        return "is a folder, not a file"
+    return "is not a regular file" if os.path.exists(path) else "does not exist"
+
+
+def folder_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be read as a folder ("does not exist", "is a file, not a folder"), or
+    None when it is one."""
+    if os.path.isdir(path):
+        return None
+    return "is a file, not a folder" if os.path.exists(path) else "does not exist"
+
+
+def nearest_existing(path: str) -> str:
+    """``path`` itself or its nearest parent that exists: the part of a path to be created that
+    decides whether it can be ("" when no part of a relative path exists)."""
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path.rstrip(os.sep))
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
 def not_a_folder(path: str) -> Optional[str]:
     """Why ``path`` cannot be (or become) a folder, or None: " is a file, not a folder" when it
     is a file, " cannot be created: its part NAME is a file, not a folder" when a folder on its
     way is one (named by its part, so the message does not say the path twice)."""
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
+    existing = nearest_existing(os.path.abspath(path))
     if not os.path.exists(existing) or os.path.isdir(existing):
         return None
     where = ("" if existing == os.path.abspath(path) else
@@ -20,25 +47,23 @@ def not_a_folder(path: str) -> Optional[str]:
 
 def require_file(path: str, what: str, fix: str) -> str:
     """``path`` when it is a file (to be read); else ``FileNotFoundError`` /
-    ``IsADirectoryError`` with one line: ``{what} {path}`` does not exist / is a folder, not a
-    file, then ``fix`` (what to give instead)."""
-    if os.path.isfile(path):
+    ``IsADirectoryError`` with one line: ``{what} {path}`` and :func:`file_problem`, then ``fix``
+    (what to give instead)."""
+    problem = file_problem(path)
+    if problem is None:
         return path
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{what} {path} is a folder, not a file; {fix}")
-    if os.path.exists(path):
-        raise FileNotFoundError(f"{what} {path} is not a regular file; {fix}")
-    raise FileNotFoundError(f"{what} {path} does not exist; {fix}")
+    error = IsADirectoryError if os.path.isdir(path) else FileNotFoundError
+    raise error(f"{what} {path} {problem}; {fix}")
 
 
 def require_folder(path: str, what: str, fix: str) -> str:
     """``path`` when it is a folder (to be read); else ``FileNotFoundError`` /
-    ``NotADirectoryError`` with one line naming it, what it is instead and ``fix``."""
-    if os.path.isdir(path):
+    ``NotADirectoryError`` with one line naming it, :func:`folder_problem` and ``fix``."""
+    problem = folder_problem(path)
+    if problem is None:
         return path
-    if os.path.exists(path):
-        raise NotADirectoryError(f"{what} {path} is a file, not a folder; {fix}")
-    raise FileNotFoundError(f"{what} {path} does not exist; {fix}")
+    error = NotADirectoryError if os.path.exists(path) else FileNotFoundError
+    raise error(f"{what} {path} {problem}; {fix}")
 
 
 def check_output_file(path: str, what: str) -> str:
@@ -50,9 +75,7 @@ def check_output_file(path: str, what: str) -> str:
     if os.path.isdir(path):
         raise IsADirectoryError(f"the {what} {path} is a folder, not a file; give a file name "
                                 f"(e.g. {os.path.join(path, 'out')}...)")
-    parent = os.path.dirname(os.path.abspath(path))
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent)
+    parent = nearest_existing(os.path.dirname(os.path.abspath(path)))
     if parent and not os.path.isdir(parent):
         raise NotADirectoryError(f"the {what} {path} cannot be created: {parent} is a file, not "
                                  "a folder; choose another path")
@@ -72,9 +95,7 @@ def check_output_dir(path: str, what: str = "output folder") -> str:
     if os.path.exists(bare) and not os.path.isdir(bare):
         raise OSError(f"the {what} {path} is a file, not a folder; choose another path or "
                       "remove that file")
-    parent = bare
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent.rstrip(os.sep))
+    parent = nearest_existing(bare)
     if parent and not os.path.isdir(parent):
         raise OSError(f"the {what} {path} cannot be created: {parent} is a file, not a folder; "
                       "choose another path")

@@ -7,6 +7,6 @@ from .cat_seg_head import CATSegHead
 from .patch_text_matching_head import PatchTextMatchingHead
 
 # The heads this project's meta-architecture can drive (the check of MODEL.SEM_SEG_HEAD.NAME).
-HEADS = ("CATSegHead", "PatchTextMatchingHead")
+HEADS = (CATSegHead.__name__, PatchTextMatchingHead.__name__)
 
 __all__ = ["CATSegHead", "PatchTextMatchingHead", "HEADS"]
